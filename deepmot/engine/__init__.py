@@ -1,0 +1,1 @@
+"""Loops and run plumbing: run directories, logging, checkpoints, seeding."""

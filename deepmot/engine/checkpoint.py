@@ -1,0 +1,85 @@
+"""Checkpoints: dicts of plain types and tensors, written atomically, loadable with weights_only.
+
+A checkpoint written by :func:`save_checkpoint` either appears complete under its name or not at
+all: it is written to a temporary file in the same folder, flushed and fsync'ed, then renamed over
+the target with :func:`os.replace`. An interruption mid-write leaves the previous file intact.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = ["save_checkpoint", "load_checkpoint", "rng_state", "set_rng_state", "atomic_write"]
+
+
+def atomic_write(path: str | os.PathLike, write_fn) -> None:
+    """Call ``write_fn(file_object)`` on a temp file beside ``path``, then rename it to ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write_fn(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
+    """Write ``state`` (plain types, tensors, nested dicts/lists) to ``path`` atomically."""
+    atomic_write(path, lambda f: torch.save(state, f))
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
+    """Load a checkpoint written by :func:`save_checkpoint` (``torch.load(weights_only=True)``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # corrupt file, or one holding arbitrary pickled objects
+        raise ValueError(f"{path}: not a readable deepmot checkpoint ({type(e).__name__}: {e})") from None
+
+
+def rng_state() -> dict[str, Any]:
+    """Python, NumPy and torch (CPU + CUDA) RNG states as plain types and tensors."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {
+        "python": _tuples_to_lists(random.getstate()),
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore the RNG states captured by :func:`rng_state`."""
+    random.setstate(_lists_to_tuples(state["python"]))
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _tuples_to_lists(x):
+    return [_tuples_to_lists(v) for v in x] if isinstance(x, (tuple, list)) else x
+
+
+def _lists_to_tuples(x):
+    return tuple(_lists_to_tuples(v) for v in x) if isinstance(x, (tuple, list)) else x
