@@ -1,0 +1,150 @@
+"""Benchmark: wall time of deepmot's evaluation vs the ``trackeval`` package vs py-motmetrics' own
+pipeline, on the MOT17-09 fixture (Lif_T) and on a larger synthetic MOT17-format set.
+
+    python bench/evaluate.py [--fixtures ../shared/fixtures/mot17] [--seqs 4 --frames 600 --objects 30]
+
+Prints one table (seconds, best of ``--repeat``). All pipelines include reading the files.
+motmetrics' pipeline is ``io.loadtxt`` + ``utils.compare_to_groundtruth`` + ``compute_many``
+(numpy 2 needs the ``np.asfarray`` shim; no MOT17 preprocessing: it is motmetrics' own protocol).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from deepmot.datasets.mot import SeqInfo, discover_sequences, write_gt, write_results, write_seqinfo  # noqa: E402
+from deepmot.evaluation import MODES, evaluate_tasks, tasks_from_folders  # noqa: E402
+
+
+def synthetic(root: Path, n_seqs: int, n_frames: int, n_obj: int, seed: int = 0) -> tuple[Path, Path]:
+    """Write ``root/gt/MOT17-train/<seq>`` and ``root/trackers/MOT17-train/T/data`` (TrackEval layout)."""
+    rng = np.random.default_rng(seed)
+    gt_fol, trk_fol = root / "gt" / "MOT17-train", root / "trackers" / "MOT17-train" / "T" / "data"
+    for s in range(n_seqs):
+        name = f"SYN-{s:02d}"
+        g, r = [], []
+        for oid in range(1, n_obj + 1):
+            a = int(rng.integers(1, n_frames // 2))
+            b = int(rng.integers(a + 10, n_frames + 1))
+            cls = 1 if rng.random() < 0.85 else int(rng.choice([2, 7, 8, 12]))
+            xy, wh = rng.uniform(0, 1800, 2), rng.uniform(30, 200, 2)
+            tid = oid
+            for f in range(a, b + 1):
+                xy = xy + rng.normal(0, 2, 2)
+                g.append((f, oid, *xy, *wh, int(cls == 1), cls, 1.0))
+                if rng.random() < 0.1:
+                    continue
+                if rng.random() < 0.005:
+                    tid += 1000
+                r.append((f, tid, *(np.r_[xy, wh] + rng.normal(0, 4, 4) * [1, 1, .5, .5])))
+        for f in range(1, n_frames + 1):
+            for k in range(int(rng.poisson(1.0))):
+                r.append((f, 90000 + f * 10 + k, *rng.uniform(0, 1800, 2), *rng.uniform(30, 200, 2)))
+        g, r = np.array(g), np.array(r)
+        r[:, 4:6] = np.maximum(r[:, 4:6], 1)
+        d = gt_fol / name
+        write_seqinfo(SeqInfo(name, d, "img1", 30.0, n_frames, 1920, 1080, ".jpg"))
+        write_gt(d / "gt" / "gt.txt", g[:, 0], g[:, 1], g[:, 2:6], g[:, 6], g[:, 7], g[:, 8])
+        write_results(trk_fol / f"{name}.txt", r[:, 0], r[:, 1], r[:, 2:6])
+    return gt_fol, trk_fol
+
+
+def run_ours(gt_fol: Path, trk_fol: Path, workers: int, mode: str = "official") -> float:
+    t0 = time.perf_counter()
+    tasks, _ = tasks_from_folders(trk_fol, discover_sequences(gt_fol, "."))
+    ev = evaluate_tasks(tasks, "mot17", MODES[mode], workers=workers)
+    assert not ev.errors, ev.errors
+    return time.perf_counter() - t0
+
+
+def run_trackeval(gt_fol: Path, trk_fol: Path, workers: int = 1) -> float:
+    import trackeval
+    from trackeval.metrics import CLEAR, HOTA, Identity
+
+    names = sorted(p.stem for p in trk_fol.glob("*.txt"))
+    with tempfile.TemporaryDirectory() as tmp:
+        # TrackEval layout: GT_FOLDER/MOT17-train/<seq>, TRACKERS_FOLDER/MOT17-train/T/data
+        root = Path(tmp)
+        (root / "gt").mkdir()
+        (root / "gt" / "MOT17-train").symlink_to(gt_fol.resolve(), target_is_directory=True)
+        (root / "trackers" / "MOT17-train" / "T").mkdir(parents=True)
+        (root / "trackers" / "MOT17-train" / "T" / "data").symlink_to(trk_fol.resolve(), target_is_directory=True)
+        seqmap = root / "seqmap.txt"
+        seqmap.write_text("name\n" + "".join(f"{n}\n" for n in names))
+        ev_cfg = trackeval.Evaluator.get_default_eval_config()
+        ev_cfg.update(USE_PARALLEL=workers > 1, NUM_PARALLEL_CORES=workers, PRINT_RESULTS=False, PRINT_CONFIG=False,
+                      OUTPUT_SUMMARY=False, OUTPUT_DETAILED=False, PLOT_CURVES=False, TIME_PROGRESS=False,
+                      DISPLAY_LESS_PROGRESS=True)
+        ds_cfg = trackeval.datasets.MotChallenge2DBox.get_default_dataset_config()
+        ds_cfg.update(GT_FOLDER=str(root / "gt"), TRACKERS_FOLDER=str(root / "trackers"), BENCHMARK="MOT17",
+                      SPLIT_TO_EVAL="train", TRACKERS_TO_EVAL=["T"], SEQMAP_FILE=str(seqmap),
+                      OUTPUT_FOLDER=str(root / "out"), PRINT_CONFIG=False)
+        t0 = time.perf_counter()
+        trackeval.Evaluator(ev_cfg).evaluate([trackeval.datasets.MotChallenge2DBox(ds_cfg)], [HOTA(), CLEAR(), Identity()])
+        return time.perf_counter() - t0
+
+
+def run_motmetrics(gt_fol: Path, trk_fol: Path) -> float:
+    import motmetrics as mm
+
+    if not hasattr(np, "asfarray"):  # motmetrics 1.4.0 on numpy 2
+        np.asfarray = lambda a, dtype=float: np.asarray(a, dtype=dtype)
+    t0 = time.perf_counter()
+    accs, names = [], []
+    for res in sorted(trk_fol.glob("*.txt")):
+        gt = mm.io.loadtxt(str(gt_fol / res.stem / "gt" / "gt.txt"), fmt="mot15-2D", min_confidence=1)
+        ts = mm.io.loadtxt(str(res), fmt="mot15-2D")
+        accs.append(mm.utils.compare_to_groundtruth(gt, ts, "iou", distth=0.5))
+        names.append(res.stem)
+    mh = mm.metrics.create()
+    mh.compute_many(accs, names=names, metrics=mm.metrics.motchallenge_metrics, generate_overall=True)
+    return time.perf_counter() - t0
+
+
+def best(fn, repeat: int) -> float:
+    return min(fn() for _ in range(repeat))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--fixtures", type=Path, default=REPO.parent / "shared" / "fixtures" / "mot17")
+    p.add_argument("--seqs", type=int, default=4)
+    p.add_argument("--frames", type=int, default=600)
+    p.add_argument("--objects", type=int, default=30)
+    p.add_argument("--repeat", type=int, default=2)
+    args = p.parse_args()
+    datasets = []
+    if args.fixtures.is_dir():
+        datasets.append(("MOT17-09 x3 (Lif_T)", args.fixtures / "train", args.fixtures / "results" / "Lif_T"))
+    tmp = tempfile.TemporaryDirectory()
+    g, t = synthetic(Path(tmp.name), args.seqs, args.frames, args.objects)
+    datasets.append((f"synthetic {args.seqs}x{args.frames}f x{args.objects} obj", g, t))
+    rows = []
+    for label, gt_fol, trk_fol in datasets:
+        times = {
+            "deepmot official, 1 worker": best(lambda: run_ours(gt_fol, trk_fol, 1), args.repeat),
+            "deepmot official, 2 workers": best(lambda: run_ours(gt_fol, trk_fol, 2), args.repeat),
+            "deepmot motmetrics mode, 1 worker": best(lambda: run_ours(gt_fol, trk_fol, 1, "motmetrics"), args.repeat),
+            "trackeval 1.3.0 (HOTA+CLEAR+Identity), serial": best(lambda: run_trackeval(gt_fol, trk_fol), args.repeat),
+            "motmetrics 1.4.0 compare_to_groundtruth+compute_many": best(lambda: run_motmetrics(gt_fol, trk_fol),
+                                                                         args.repeat),
+        }
+        rows += [(label, k, v) for k, v in times.items()]
+    w = max(len(r[1]) for r in rows)
+    print(f"{'data':<34} {'pipeline':<{w}} {'seconds':>8}")
+    for label, k, v in rows:
+        print(f"{label:<34} {k:<{w}} {v:8.2f}")
+    tmp.cleanup()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,114 @@
+"""Reports of an :class:`~deepmot.evaluation.evaluator.Evaluation`: a TrackEval-like text table,
+``summary.csv`` and ``summary.json`` (both written atomically).
+
+Printed ratios are percent rounded to 3 decimals (as TrackEval prints them); the CSV and JSON keep
+full float64 fractions in [0, 1] (``repr`` precision).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+
+__all__ = ["TABLES", "format_table", "format_report", "write_summary"]
+
+#: Printed tables: title -> columns. Integers print as integers, ratios as percent.
+TABLES = {
+    "HOTA": ["HOTA", "DetA", "AssA", "DetRe", "DetPr", "AssRe", "AssPr", "LocA"],
+    "CLEAR": ["MOTA", "MOTP", "MOTP_dist", "Rcll", "Prcn", "TP", "FN", "FP", "IDSW", "MT", "PT", "ML", "Frag"],
+    "Identity": ["IDF1", "IDR", "IDP", "IDTP", "IDFN", "IDFP"],
+    "Count": ["Dets", "GT_Dets", "IDs", "GT_IDs", "Removed"],
+}
+_INT_FIELDS = {"TP", "FN", "FP", "IDSW", "MT", "PT", "ML", "Frag", "IDTP", "IDFN", "IDFP", "Dets", "GT_Dets",
+               "IDs", "GT_IDs", "Removed", "Frames", "IDt", "IDa", "IDm"}
+
+
+def _cell(key: str, value) -> str:
+    if value is None:
+        return "-"
+    if key in _INT_FIELDS:
+        return str(int(value))
+    return f"{100 * float(value):.3f}"
+
+
+def format_table(title: str, columns: list[str], rows: dict[str, dict]) -> str:
+    """One fixed-width table: first column the sequence names, then ``columns``."""
+    present = [c for c in columns if any(c in r for r in rows.values())]
+    if not present:
+        return ""
+    name_w = max([len(title) + 2] + [len(n) for n in rows]) + 2
+    widths = [max(len(c), 8) + 2 for c in present]
+    lines = [f"{title:<{name_w}}" + "".join(f"{c:>{w}}" for c, w in zip(present, widths))]
+    for name, r in rows.items():
+        lines.append(f"{name:<{name_w}}" + "".join(f"{_cell(c, r.get(c)):>{w}}" for c, w in zip(present, widths)))
+    return "\n".join(lines)
+
+
+def format_report(ev) -> str:
+    """The whole printed report: conventions, tables per metric family, errors, timing."""
+    out = [f"protocol: {ev.protocol}"]
+    out += [f"{k}: {v}" for k, v in ev.conventions.items()]
+    rows = dict(ev.sequences)
+    if ev.combined:
+        rows["COMBINED"] = ev.combined
+    for title, cols in TABLES.items():
+        t = format_table(title, cols, rows)
+        if t:
+            out += ["", t]
+    if "HOTA" not in ev.combined and ev.combined:
+        out += ["", "HOTA: not computed (install the 'trackeval' package)"]
+    if ev.errors:
+        out += ["", f"{len(ev.errors)} sequence(s) NOT evaluated (COMBINED excludes them):"]
+        out += [f"  {name}: {msg}" for name, msg in ev.errors.items()]
+    n_frames = sum(int(r.get("Frames", 0)) for r in ev.sequences.values())
+    fps = n_frames / ev.wall_seconds if ev.wall_seconds > 0 else float("inf")
+    out += ["", f"evaluated {len(ev.sequences)} sequence(s), {n_frames} frames in {ev.wall_seconds:.2f} s "
+                f"({fps:.0f} frames/s, {ev.workers} worker(s))"]
+    return "\n".join(out)
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _plain(v):
+    if hasattr(v, "item"):
+        v = v.item()
+    return v
+
+
+def write_summary(ev, out_dir) -> tuple[Path, Path]:
+    """Write ``out_dir/summary.csv`` (one row per sequence + COMBINED) and ``out_dir/summary.json``
+    (everything, with conventions, errors and timings). Returns the two paths."""
+    out_dir = Path(out_dir)
+    rows = dict(ev.sequences)
+    if ev.combined:
+        rows["COMBINED"] = ev.combined
+    keys: list[str] = []
+    for r in rows.values():
+        keys += [k for k in r if k not in keys]
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["sequence"] + keys)
+    for name, r in rows.items():
+        w.writerow([name] + [repr(_plain(r[k])) if isinstance(_plain(r.get(k)), float) else _plain(r.get(k, ""))
+                             for k in keys])
+    csv_path, json_path = out_dir / "summary.csv", out_dir / "summary.json"
+    _atomic_write(csv_path, buf.getvalue())
+    data = {k: v for k, v in ev.to_dict().items()}
+    data["sequences"] = {n: {k: _plain(v) for k, v in r.items()} for n, r in ev.sequences.items()}
+    data["combined"] = {k: _plain(v) for k, v in ev.combined.items()}
+    _atomic_write(json_path, json.dumps(data, indent=2, allow_nan=True) + "\n")
+    return csv_path, json_path
