@@ -36,17 +36,17 @@ __all__ = [
     "write_seqinfo",
 ]
 
-from deepmot.datasets.sequence import Frame, Sequence  # noqa: E402
-
 __all__ += ["Frame", "Sequence", "SyntheticConfig", "generate_synthetic", "resolve_data_root"]
 
-_SYNTHETIC = {"SyntheticConfig", "generate_synthetic", "resolve_data_root"}
+_LAZY = {"Frame": "sequence", "Sequence": "sequence", "SyntheticConfig": "synthetic",
+         "generate_synthetic": "synthetic", "resolve_data_root": "synthetic"}
 
 
 def __getattr__(name: str):
-    """Synthetic-set names load lazily, so ``python -m deepmot.datasets.synthetic`` runs cleanly."""
-    if name in _SYNTHETIC:
-        from deepmot.datasets import synthetic
+    """Names that need torch/OpenCV load lazily: reading text files (evaluation workers) stays
+    light, and ``python -m deepmot.datasets.synthetic`` runs without a double-import warning."""
+    if name in _LAZY:
+        import importlib
 
-        return getattr(synthetic, name)
+        return getattr(importlib.import_module(f"deepmot.datasets.{_LAZY[name]}"), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,305 @@
+"""The DeepMOT criterion: differentiable MOTA (dMOTA) and MOTP (dMOTP) for one frame.
+
+One call per frame of a training clip. From the tracker's boxes (with gradient) and the GT:
+
+1. ``D = deepmot_distance(tracks, gt)`` (rows = tracks, columns = GT; :mod:`deepmot.boxes`);
+   pairs with ``IoU < iou_threshold`` are *gated*: the frozen DHN sees ``D + GATE_OFFSET``
+   there (the convention it was trained with) and they can never be true positives.
+2. ``A = dhn(D_gated)``, a soft assignment in (0, 1).
+3. ``C^r = softmax_row(s * [A | delta])`` and ``C^c = softmax_col(s * [A ; delta])`` with the
+   "no match" column / "missed" row of constant ``delta`` and temperature ``s``:
+   ``FP~ = sum C^r[:, M]``, ``FN~ = sum C^c[N, :]``, and ``S = C^c[:N]`` gives the soft
+   identity switches ``IDS~`` against the :class:`IdentityMemory`.
+4. ``dMOTA error = (FP~ + FN~ + w_ids * IDS~) / M`` and ``dMOTP = mean of D over the hard TP
+   mask``; ``loss = dMOTA error + w_motp * dMOTP``.
+
+The hard TP mask is CLEAR-MOT's own per-frame matching (what py-motmetrics counts): previous
+matches that are still allowed are kept first, then an exact gated min-cost max-cardinality
+matching (:func:`deepmot.matching.linear.gated_linear_assignment`) pairs the rest. It is a
+constant, so dMOTP trains only the boxes (through ``D``), never the DHN output. The identity
+memory is updated from it, as CLEAR-MOT does (last matched track id per GT id, kept across gaps).
+
+Exact limit: with ``A`` equal to that hard matching (0/1) and a large temperature, ``FP~``,
+``FN~`` and ``IDS~`` are exactly the frame's false positives, misses and switches of
+``motmetrics.MOTAccumulator`` fed with ``D`` (NaN on gated pairs), under these conventions:
+
+* a remembered object matched to *another* track is a switch even when its remembered track
+  no longer exists (motmetrics does so; ``ids_dead_tracks=False`` drops those, as the literal
+  "still existing track" reading of the paper would);
+* no ``max_switch_time`` (motmetrics' default ``inf``): memory never expires.
+
+Reference hyper-parameters (``specs/deepmot.md`` §5.2, §5.5): DeepMOT v1 code ``delta=0.7,
+s=10``; v2 code ``delta=0.5, s=100``; ``w_motp=5`` in both; ``w_ids=1`` (v1). Defaults here:
+``delta=0.5`` (the DHN's own 0.5 decision threshold), ``s=10``, ``w_ids=1``, ``w_motp=5``.
+
+Frames without GT: the counts are still returned (``FP~ = N``, constants), but the dMOTA
+error is defined as 0 (per-frame MOTA is undefined), so the loss is 0 with zero gradient.
+Frames without tracks: ``FN~ = M`` and the error is 1 (constant, zero gradient).
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from deepmot.boxes import box_iou, deepmot_distance, forbidden_mask, gate_distance
+from deepmot.matching.linear import gated_linear_assignment
+
+__all__ = [
+    "IdentityMemory",
+    "DeepMOTOutput",
+    "DeepMOTLoss",
+    "soft_counts",
+    "soft_id_switches",
+    "clear_mot_matching",
+]
+
+IDS_MODES = ("paper", "v1")
+
+
+def _as_ids(ids: Tensor | Sequence[int], what: str) -> Tensor:
+    """``(K,)`` integer ids -> CPU int64 tensor; ValueError if not 1-D or not unique."""
+    t = torch.as_tensor(ids).detach().cpu()
+    if t.dim() != 1:
+        raise ValueError(f"{what} must be 1-D, got shape {tuple(t.shape)}")
+    if t.numel() and (t.is_floating_point() or t.is_complex()):
+        raise ValueError(f"{what} must be integers, got {t.dtype}")
+    t = t.to(torch.int64)
+    if t.numel() != torch.unique(t).numel():
+        raise ValueError(f"{what} must be unique within a frame, got {t.tolist()}")
+    return t
+
+
+@dataclass(frozen=True)
+class IdentityMemory:
+    """CLEAR-MOT's identity memory: the last matched track id per GT id, across a clip.
+
+    ``gt_ids`` (K,) sorted, unique and ``track_ids`` (K,), int64 on CPU. Immutable: use
+    :meth:`update` to get the next frame's memory. Start each clip with ``IdentityMemory()``.
+    """
+
+    gt_ids: Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.int64))
+    track_ids: Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.int64))
+
+    def __len__(self) -> int:
+        return int(self.gt_ids.numel())
+
+    def lookup(self, gt_ids: Tensor) -> tuple[Tensor, Tensor]:
+        """For ``(M,)`` GT ids: ``known (M,) bool`` and the remembered track id ``(M,)`` (0 if unknown)."""
+        if len(self) == 0 or gt_ids.numel() == 0:
+            return torch.zeros(gt_ids.shape, dtype=torch.bool), torch.zeros(gt_ids.shape, dtype=torch.int64)
+        pos = torch.searchsorted(self.gt_ids, gt_ids).clamp(max=len(self) - 1)
+        known = self.gt_ids[pos] == gt_ids
+        return known, torch.where(known, self.track_ids[pos], torch.zeros_like(pos))
+
+    def update(self, gt_ids: Tensor, track_ids: Tensor) -> "IdentityMemory":
+        """New memory where each of ``gt_ids (K,)`` now maps to ``track_ids (K,)``; others kept."""
+        gt_ids, track_ids = gt_ids.to(torch.int64).cpu(), track_ids.to(torch.int64).cpu()
+        keep = ~torch.isin(self.gt_ids, gt_ids)
+        g = torch.cat((self.gt_ids[keep], gt_ids))
+        t = torch.cat((self.track_ids[keep], track_ids))
+        order = torch.argsort(g)
+        return IdentityMemory(g[order], t[order])
+
+    def as_dict(self) -> dict[int, int]:
+        """``{gt_id: track_id}`` (for logging and tests)."""
+        return dict(zip(self.gt_ids.tolist(), self.track_ids.tolist()))
+
+
+@dataclass
+class DeepMOTOutput:
+    """Result of one :class:`DeepMOTLoss` call (0-d tensors unless noted).
+
+    ``loss = dmota + w_motp * dmotp``; ``dmota``: the error ``(FP~ + FN~ + w_ids*IDS~) / M``
+    (0 when M = 0); ``dmotp``: mean DeepMOT distance over the hard TP pairs (0 if none);
+    ``fp``, ``fn``, ``ids``: soft counts; ``tp_mask``: ``(N, M)`` bool hard TP (CLEAR-MOT
+    matching); ``memory``: the updated :class:`IdentityMemory`; ``distance``: ``(N, M)`` D;
+    ``assignment``: ``(N, M)`` DHN output; ``num_gt``: M (frames with M = 0 give no loss).
+    """
+
+    loss: Tensor
+    dmota: Tensor
+    dmotp: Tensor
+    fp: Tensor
+    fn: Tensor
+    ids: Tensor
+    tp_mask: Tensor
+    memory: IdentityMemory
+    distance: Tensor
+    assignment: Tensor
+    num_gt: int
+
+
+def soft_counts(assign: Tensor, delta: float, temperature: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Soft FP and FN of an ``(N, M)`` soft assignment (values in [0, 1], large = match).
+
+    Returns ``fp`` (0-d) = mass of the appended "no match" column of the row softmax,
+    ``fn`` (0-d) = mass of the appended "missed" row of the column softmax, ``S`` ``(N, M)``
+    = the column softmax without that row, and ``missed`` ``(M,)`` bool = columns whose
+    column-softmax argmax is the "missed" row.
+    """
+    n, m = assign.shape
+    z = assign * temperature
+    row = torch.cat((z, z.new_full((n, 1), delta * temperature)), dim=1)
+    col = torch.cat((z, z.new_full((1, m), delta * temperature)), dim=0)
+    cr = torch.softmax(row, dim=1)
+    cc = torch.softmax(col, dim=0)
+    missed = cc.detach().argmax(dim=0) == n if m else torch.zeros(0, dtype=torch.bool, device=assign.device)
+    return cr[:, m].sum(), cc[n].sum(), cc[:n], missed
+
+
+def soft_id_switches(s: Tensor, prev_onehot: Tensor, known: Tensor, missed: Tensor,
+                     mode: str = "paper", dead_tracks: bool = True) -> Tensor:
+    """Soft identity switches from ``S`` ``(N, M)`` (column softmax without the "missed" row).
+
+    ``prev_onehot`` ``(N, M)`` bool: row of each object's remembered track (all False if that
+    track is absent this frame); ``known`` ``(M,)`` bool: the object has a memory; ``missed``
+    ``(M,)`` bool (used by ``mode="v1"`` only). Vectorised over objects.
+
+    ``"paper"``: sum over remembered objects of their column mass outside the remembered
+    track's row (the whole column if that track is gone, unless ``dead_tracks=False``).
+    ``"v1"`` (DeepMOT v1 code's case analysis, ``specs/deepmot.md`` §5.3): the same, plus the
+    whole column mass of *new* objects the column softmax calls missed (case A3). Its other
+    cases (A1, B1, B2, C) reduce to the paper form; its argmax mask/memory are not used here.
+    """
+    if mode not in IDS_MODES:
+        raise ValueError(f"ids_mode must be one of {IDS_MODES}, got {mode!r}")
+    colsum = s.sum(dim=0)
+    on_prev = (s * prev_onehot.to(s.dtype)).sum(dim=0)
+    counted = known if dead_tracks else known & prev_onehot.any(dim=0)
+    per_obj = torch.where(counted, colsum - on_prev, torch.zeros_like(colsum))
+    if mode == "v1":
+        per_obj = per_obj + torch.where(~known & missed, colsum, torch.zeros_like(colsum))
+    return per_obj.sum()
+
+
+def clear_mot_matching(distance: Tensor, forbidden: Tensor, prev_onehot: Tensor) -> Tensor:
+    """CLEAR-MOT's hard per-frame matching -> ``(N, M)`` bool TP mask (py-motmetrics' rule).
+
+    ``distance`` ``(N, M)``; ``forbidden`` ``(N, M)`` bool (gated pairs, never matched);
+    ``prev_onehot`` ``(N, M)`` bool rows of the remembered tracks. First every remembered pair
+    that is allowed is kept (a track remembered by several objects goes to the first of them,
+    in column order, as motmetrics does); then the remaining rows and columns get the exact
+    min-cost max-cardinality matching over allowed pairs (scipy, on detached float64).
+    """
+    n, m = distance.shape
+    keep = (prev_onehot & ~forbidden).cpu()
+    if n and m:
+        first = keep.to(torch.int32).argmax(dim=1, keepdim=True)
+        keep &= torch.arange(m)[None, :] == first
+    blocked = forbidden.cpu() | keep.any(dim=1, keepdim=True) | keep.any(dim=0, keepdim=True)
+    rows, cols = gated_linear_assignment(distance.detach().cpu().double().numpy(), blocked.numpy())
+    tp = keep.clone()
+    tp[torch.from_numpy(rows), torch.from_numpy(cols)] = True
+    return tp.to(distance.device)
+
+
+def _check_boxes(boxes: Tensor, what: str) -> None:
+    """ValueError unless ``boxes`` is a float ``(K, 4)`` tensor of finite values (names the index)."""
+    if not isinstance(boxes, Tensor) or not boxes.is_floating_point() or boxes.dim() != 2 \
+            or boxes.shape[1] != 4:
+        shape = tuple(boxes.shape) if isinstance(boxes, Tensor) else type(boxes).__name__
+        raise ValueError(f"{what} boxes must be a float (K, 4) tensor, got {shape}")
+    bad = (~torch.isfinite(boxes.detach())).any(dim=1)
+    if bad.any():
+        idx = bad.nonzero().flatten().tolist()
+        raise ValueError(f"{what} boxes contain NaN/inf at {what} index {idx[0]} "
+                         f"(all offending indices: {idx}): {boxes[idx[0]].tolist()}")
+
+
+class DeepMOTLoss(nn.Module):
+    """DeepMOT criterion around a frozen DHN: ``loss = dMOTA error + w_motp * dMOTP`` per frame.
+
+    ``dhn``: callable ``(B, N, M) -> (B, N, M)`` in (0, 1) (a :class:`DeepHungarianNet` or any
+    stand-in). An ``nn.Module`` DHN is frozen (no parameter gradients) and kept in eval mode,
+    even if :meth:`train` is called on this criterion. On CUDA the DHN runs with cuDNN
+    disabled, because cuDNN's RNN backward refuses eval mode; gradients reach its input.
+    ``iou_threshold``: pairs with IoU below it are gated (None = no gating). ``delta``,
+    ``temperature``: the "no match" value and softmax scale. ``w_ids``, ``w_motp``: loss
+    weights. ``ids_mode``: ``"paper"`` or ``"v1"`` (see :func:`soft_id_switches`);
+    ``ids_dead_tracks``: count switches away from a remembered track that no longer exists.
+    """
+
+    def __init__(self, dhn: Callable[[Tensor], Tensor], iou_threshold: float | None = 0.5,
+                 delta: float = 0.5, temperature: float = 10.0, w_ids: float = 1.0,
+                 w_motp: float = 5.0, ids_mode: str = "paper", ids_dead_tracks: bool = True):
+        super().__init__()
+        if ids_mode not in IDS_MODES:
+            raise ValueError(f"ids_mode must be one of {IDS_MODES}, got {ids_mode!r}")
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        if isinstance(dhn, nn.Module):
+            dhn.requires_grad_(False)
+            dhn.eval()
+        self.dhn = dhn
+        self.iou_threshold = iou_threshold
+        self.delta = float(delta)
+        self.temperature = float(temperature)
+        self.w_ids = float(w_ids)
+        self.w_motp = float(w_motp)
+        self.ids_mode = ids_mode
+        self.ids_dead_tracks = bool(ids_dead_tracks)
+
+    def train(self, mode: bool = True) -> "DeepMOTLoss":
+        """Set train/eval mode; the DHN itself always stays in eval mode (frozen)."""
+        super().train(mode)
+        if isinstance(self.dhn, nn.Module):
+            self.dhn.eval()
+        return self
+
+    def _assign(self, gated: Tensor) -> Tensor:
+        """Run the DHN on an ``(N, M)`` gated distance -> ``(N, M)`` in D's dtype and device."""
+        n, m = gated.shape
+        if n == 0 or m == 0:
+            return gated.new_zeros((n, m))
+        ctx = torch.backends.cudnn.flags(enabled=False) if gated.is_cuda else nullcontext()
+        with ctx:
+            out = self.dhn(gated.unsqueeze(0))
+        if tuple(out.shape) != (1, n, m):
+            raise ValueError(f"dhn returned shape {tuple(out.shape)}, expected {(1, n, m)}")
+        return out[0].to(gated.dtype)
+
+    def forward(self, track_boxes: Tensor, track_ids: Tensor | Sequence[int], gt_boxes: Tensor,
+                gt_ids: Tensor | Sequence[int], image_size: tuple[float, float],
+                memory: IdentityMemory | None = None) -> DeepMOTOutput:
+        """One frame: ``track_boxes (N, 4)`` xyxy pixels (with grad), ``track_ids (N,)``,
+        ``gt_boxes (M, 4)``, ``gt_ids (M,)``, ``image_size = (W, H)``, ``memory`` from the
+        previous frame (None = start of a clip). Returns a :class:`DeepMOTOutput`.
+        """
+        _check_boxes(track_boxes, "track")
+        _check_boxes(gt_boxes, "gt")
+        tids, gids = _as_ids(track_ids, "track_ids"), _as_ids(gt_ids, "gt_ids")
+        if tids.numel() != track_boxes.shape[0] or gids.numel() != gt_boxes.shape[0]:
+            raise ValueError(f"got {track_boxes.shape[0]} track boxes / {tids.numel()} track ids, "
+                             f"{gt_boxes.shape[0]} GT boxes / {gids.numel()} GT ids")
+        memory = IdentityMemory() if memory is None else memory
+        gt_boxes = gt_boxes.detach().to(track_boxes)
+        n, m = track_boxes.shape[0], gt_boxes.shape[0]
+
+        dist = deepmot_distance(track_boxes, gt_boxes, image_size)
+        forbidden = forbidden_mask(box_iou(track_boxes.detach(), gt_boxes), self.iou_threshold)
+        assign = self._assign(gate_distance(dist, forbidden))
+
+        known, prev_track = memory.lookup(gids)
+        prev_onehot = ((tids[:, None] == prev_track[None, :]) & known[None, :]).to(dist.device)
+        fp, fn, s, missed = soft_counts(assign, self.delta, self.temperature)
+        ids = soft_id_switches(s, prev_onehot, known.to(dist.device), missed,
+                               self.ids_mode, self.ids_dead_tracks)
+
+        tp = clear_mot_matching(dist, forbidden, prev_onehot)
+        rows, cols = tp.nonzero(as_tuple=True)
+        new_memory = memory.update(gids[cols.cpu()], tids[rows.cpu()])
+
+        # Keep every output attached to the boxes' graph (backward never fails on empty frames).
+        zero = track_boxes.sum() * 0.0
+        dmota = (fp + fn + self.w_ids * ids) / m if m else zero
+        ntp = int(rows.numel())
+        dmotp = (dist * tp.to(dist.dtype)).sum() / ntp if ntp else zero
+        return DeepMOTOutput(loss=dmota + self.w_motp * dmotp + zero, dmota=dmota + zero,
+                             dmotp=dmotp + zero, fp=fp + zero, fn=fn + zero, ids=ids + zero,
+                             tp_mask=tp, memory=new_memory, distance=dist, assignment=assign,
+                             num_gt=m)
