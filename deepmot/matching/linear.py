@@ -35,6 +35,10 @@ def gated_linear_assignment(cost, forbidden=None) -> tuple[np.ndarray, np.ndarra
         bad = bad | forb
     if c.size == 0 or bad.all():
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    if not bad.any():
+        # Nothing forbidden: solve the costs as given, so that ties break exactly as scipy's.
+        rows, cols = linear_sum_assignment(c)
+        return rows.astype(np.int64), cols.astype(np.int64)
     allowed = c[~bad]
     # Shift allowed costs to be >= 0, then make one forbidden edge cost more than any full
     # matching of allowed edges: maximal cardinality wins first, minimal cost second.
