@@ -1,9 +1,16 @@
-"""Evaluate MOTChallenge tracking results: ``python evaluate.py --results DIR --data ROOT --out DIR``.
+"""Evaluate MOTChallenge tracking: score result files, or run a tracker first.
 
-Scores every ``DIR/<sequence>.txt`` against ``ROOT/<split>/<sequence>/gt/gt.txt`` with the official
-MOT17 protocol (TrackEval's numbers; ``--mode motmetrics`` for py-motmetrics' conventions), prints
-a TrackEval-like table and writes ``summary.csv`` / ``summary.json`` into ``--out``.
-Running a tracker (``--tracker NAME --checkpoint PATH``) is not available yet.
+``python evaluate.py --results DIR --data ROOT --out DIR`` scores every ``DIR/<sequence>.txt``
+against ``ROOT/<split>/<sequence>/gt/gt.txt`` with the official MOT17 protocol (TrackEval's
+numbers; ``--mode motmetrics`` for py-motmetrics' conventions), prints a TrackEval-like table and
+writes ``summary.csv`` / ``summary.json`` into ``--out``.
+
+Without ``--results`` a tracker runs first (``--tracker siamrpn`` by default, SOT weights from
+``--checkpoint`` or the SOT pre-training output ``weights/siamrpn_pretrained.pth``) on the
+``--split`` sequences (default ``test``; ``half-val`` = second half of each train sequence) of
+the ``--detections`` variants, writes ``<out>/<sequence>.txt``, prints the tracker speed and
+evaluates. ``--vis`` writes ``<out>/vis/<sequence>.mp4``. Data: ``--data``, else ``data/MOT17``,
+else the built-in synthetic set (generated once into ``data/synthetic``).
 Exit status: 0 all sequences evaluated, 1 some sequence failed (named in the report), 2 bad usage.
 """
 
@@ -11,20 +18,28 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent
+#: where ``evaluate.py`` looks for SOT weights when neither --checkpoint nor the config names one
+DEFAULT_CHECKPOINTS = {"siamrpn": [REPO / "weights" / "siamrpn_pretrained.pth"]}
+#: splits that are a frame range of another split folder
+HALF_SPLITS = {"half-val": ("train", "val-half"), "half-train": ("train", "train-half")}
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--results", type=Path, help="folder of result files <sequence>.txt to evaluate")
+    p.add_argument("--results", type=Path, help="folder of result files <sequence>.txt to evaluate "
+                                                "(without it: run --tracker first)")
     p.add_argument("--data", type=Path, help="dataset root (holding train/ test/) or split folder; default: "
-                                             "data/MOT17, else data/synthetic")
-    p.add_argument("--split", default="train", help="split folder under --data (default: train)")
-    p.add_argument("--seqs", nargs="+", help="evaluate only these sequences (default: every result file)")
-    p.add_argument("--out", type=Path, help="write summary.csv and summary.json here (default: the results folder)")
-    p.add_argument("--workers", type=int, default=1, help="evaluate sequences in N processes")
+                                             "data/MOT17, else data/synthetic (generated once)")
+    p.add_argument("--split", default=None, help="train | test | half-val | half-train | any split folder "
+                                                 "(default: train with --results, test when running a tracker)")
+    p.add_argument("--seqs", nargs="+", help="evaluate only these sequences (default: every result file / sequence)")
+    p.add_argument("--out", type=Path, help="write results/summary here (default: the results folder; "
+                                            "runs/eval/<tracker>-<time> when running a tracker)")
+    p.add_argument("--workers", type=int, default=1, help="evaluate sequences in N processes (--results mode)")
     p.add_argument("--mode", choices=["official", "motmetrics"], default="official",
                    help="official: TrackEval's conventions (default); motmetrics: py-motmetrics 1.4.0's")
     p.add_argument("--protocol", choices=["mot17", "mot16", "mot20", "none"], default="mot17",
@@ -33,49 +48,60 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mt-rule", choices=["gt", "ge"], help="override mostly-tracked: > 0.8 (gt) or >= 0.8 (ge)")
     p.add_argument("--frag-rule", choices=["trackeval", "motmetrics"], help="override the fragmentation rule")
     p.add_argument("--no-hota", action="store_true", help="skip HOTA (computed with the trackeval package)")
-    p.add_argument("--vis", action="store_true", help="write an MP4 per sequence (not available yet)")
-    g = p.add_argument_group("running a tracker (not available yet)")
-    g.add_argument("--tracker", help="tracker name to run before evaluating")
-    g.add_argument("--checkpoint", type=Path)
-    g.add_argument("--detections", default="DPM,FRCNN,SDP")
+    p.add_argument("--vis", action="store_true", help="write <out>/vis/<sequence>.mp4 with ids and FP/FN/IDSW markers")
+    g = p.add_argument_group("running a tracker")
+    g.add_argument("--tracker", help="tracker name (default: siamrpn, or the config's)")
+    g.add_argument("--checkpoint", type=Path, help="SOT weights (default for siamrpn: weights/siamrpn_pretrained.pth, "
+                                                   "the output of `python -m trackers.siamrpn.pretrain`)")
+    g.add_argument("--model", help="SOT architecture: config name in configs/ or YAML (default: the config's)")
+    g.add_argument("--config", type=Path, default=None,
+                   help="inference YAML (default: configs/mot_inference.yaml)")
+    g.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set mot.patience=10 (repeatable)")
+    g.add_argument("--detections", default="DPM,FRCNN,SDP", help="public-detector variants to run (comma list)")
+    g.add_argument("--device", help="cpu, cuda, auto (default: the config's)")
+    g.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     return p
 
 
-def _default_data_root() -> Path:
-    from deepmot.errors import MissingDataError
-
-    for cand in (REPO / "data" / "MOT17", REPO / "data" / "synthetic"):
-        if cand.is_dir():
-            return cand
-    raise MissingDataError("no dataset found; pass --data ROOT (a MOTChallenge folder with train/ or test/)",
-                           REPO / "data")
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.tracker or args.checkpoint:
-        print("error: running a tracker from evaluate.py (--tracker/--checkpoint) is not implemented yet; "
-              "run the tracker to write result files, then use --results DIR", file=sys.stderr)
-        return 2
-    if args.vis:
-        print("error: --vis is not implemented yet", file=sys.stderr)
-        return 2
-    if args.results is None:
-        print("error: --results DIR is required", file=sys.stderr)
-        return 2
-    if args.workers < 1:
-        print("error: --workers must be >= 1", file=sys.stderr)
-        return 2
-
-    from deepmot.datasets.mot import discover_sequences
-    from deepmot.errors import DataFormatError, MissingDataError
-    from deepmot.evaluation import MODES, Conventions, evaluate_tasks, format_report, tasks_from_folders, write_summary
+def _conventions(args):
+    from deepmot.evaluation import MODES, Conventions
 
     base = MODES[args.mode]
-    conv = Conventions(args.matching or base.matching, args.mt_rule or base.mt, args.frag_rule or base.frag)
+    return Conventions(args.matching or base.matching, args.mt_rule or base.mt, args.frag_rule or base.frag)
+
+
+def _data_root(args) -> Path:
+    from deepmot.datasets import resolve_data_root
+
+    return resolve_data_root(args.data, log=print, data_dir=REPO / "data")
+
+
+def _split(args, default: str) -> tuple[str, str | None]:
+    """``--split`` -> (split folder, frame range or None)."""
+    split = args.split or default
+    return HALF_SPLITS.get(split, (split, None))
+
+
+def _write_videos(seqs, paths: dict, out: Path, protocol: str) -> None:
+    from deepmot.evaluation.vis import write_tracking_video
+
+    for seq in seqs:
+        if seq.name in paths:
+            path = write_tracking_video(seq, paths[seq.name], out / "vis" / f"{seq.name}.mp4", protocol)
+            print(f"wrote {path}")
+
+
+def _results_mode(args) -> int:
+    from deepmot.datasets.mot import discover_sequences
+    from deepmot.engine.inference import evaluate_results
+    from deepmot.errors import DataFormatError, MissingDataError
+    from deepmot.evaluation import evaluate_tasks, format_report, tasks_from_folders, write_summary
+
+    folder, frame_range = _split(args, "train")
     try:
-        root = args.data if args.data is not None else _default_data_root()
-        sequences = discover_sequences(root, args.split)
+        root = _data_root(args)
+        sequences = discover_sequences(root, folder)
         tasks, errors = tasks_from_folders(args.results, sequences, args.seqs)
     except (DataFormatError, MissingDataError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -83,12 +109,117 @@ def main(argv: list[str] | None = None) -> int:
     if not tasks and not errors:
         print(f"error: no result files (*.txt) in {args.results}", file=sys.stderr)
         return 2
-    ev = evaluate_tasks(tasks, args.protocol, conv, workers=args.workers, hota=not args.no_hota)
+    if frame_range is None:
+        ev = evaluate_tasks(tasks, args.protocol, _conventions(args), workers=args.workers, hota=not args.no_hota)
+    else:
+        names = {t.name for t in tasks}
+        ev = evaluate_results({t.name: Path(t.results_path) for t in tasks}, [s for s in sequences if s.name in names],
+                              frame_range, args.protocol, _conventions(args), not args.no_hota)
     ev.errors.update(errors)
     print(format_report(ev))
-    csv_path, json_path = write_summary(ev, args.out or args.results)
+    out = args.out or args.results
+    csv_path, json_path = write_summary(ev, out)
     print(f"wrote {csv_path} and {json_path}")
+    if args.vis:
+        from deepmot.datasets import Sequence
+
+        seqs = [Sequence(s, detections=None, frame_range=frame_range) for s in sequences if s.name in ev.sequences]
+        _write_videos(seqs, {n: args.results / f"{n}.txt" for n in ev.sequences}, out, args.protocol)
     return 1 if ev.errors else 0
+
+
+def _find_checkpoint(args, cfg) -> Path | None:
+    if args.checkpoint is not None:
+        return args.checkpoint
+    if cfg.checkpoint:
+        return Path(cfg.checkpoint)
+    for cand in DEFAULT_CHECKPOINTS.get(cfg.tracker, []):
+        if cand.is_file():
+            return cand
+    return None
+
+
+def _tracker_mode(args) -> int:
+    from deepmot.config import ConfigError, load_config, save_config
+    from deepmot.datasets import Sequence
+    from deepmot.datasets.mot import discover_sequences
+    from deepmot.engine.inference import evaluate_results, format_timing, run_inference, write_speed
+    from deepmot.errors import DataFormatError, MissingDataError
+    from deepmot.evaluation import format_report, write_summary
+    from trackers.multi import build_mot_factory
+    from trackers.multi_config import InferenceFileConfig
+
+    overrides = list(args.overrides)
+    for key, val in (("tracker", args.tracker), ("model", args.model), ("device", args.device)):
+        if val is not None:
+            overrides.append(f"{key}={val}")
+    config = args.config if args.config is not None else REPO / "configs" / "mot_inference.yaml"
+    try:
+        cfg = load_config(InferenceFileConfig, config if (config.is_file() or args.config) else None, overrides)
+    except (ConfigError, FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    ckpt = _find_checkpoint(args, cfg)
+    if ckpt is None:
+        looked = ", ".join(str(c) for c in DEFAULT_CHECKPOINTS.get(cfg.tracker, [])) or "nowhere"
+        print(f"error: no SOT weights for tracker {cfg.tracker!r}: pass --checkpoint PATH (looked for {looked}; "
+              "produce it with `python -m trackers.siamrpn.pretrain`)", file=sys.stderr)
+        return 2
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    folder, frame_range = _split(args, "test")
+    dets = [d.strip() for d in args.detections.split(",") if d.strip()]
+    try:
+        root = _data_root(args)
+        infos = discover_sequences(root, folder, detections=dets)
+        if args.seqs:
+            missing = sorted(set(args.seqs) - {s.name for s in infos})
+            if missing:
+                raise MissingDataError(f"sequence(s) {missing} not found in split '{folder}'", root)
+            infos = [s for s in infos if s.name in set(args.seqs)]
+        seqs = [Sequence(s, frame_range=frame_range) for s in infos]
+        factory = build_mot_factory(cfg, str(ckpt))
+    except (DataFormatError, MissingDataError, ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    out = args.out or REPO / "runs" / "eval" / f"{cfg.tracker}-{time.strftime('%Y%m%d-%H%M%S')}"
+    out.mkdir(parents=True, exist_ok=True)
+    cfg.checkpoint = str(ckpt)
+    save_config(cfg, out / "config.yaml")
+    print(f"running {cfg.tracker} ({cfg.model}, weights {ckpt}) on {len(seqs)} sequence(s) of {root}/{folder}"
+          + (f" [{frame_range}]" if frame_range else "") + f" -> {out}")
+    inf = run_inference(factory, seqs, None, out)
+    print(format_timing(inf))
+    with_gt = [s for s in seqs if s.gt_rows is not None]
+    if not with_gt:
+        print(f"no GT in split '{folder}': wrote result files only (valid MOTChallenge submissions) in {out}")
+        if args.vis:
+            _write_videos(seqs, inf.paths, out, args.protocol)
+        return 0
+    ev = evaluate_results(inf.paths, with_gt, frame_range, args.protocol, _conventions(args), not args.no_hota)
+    print()
+    print(format_report(ev))
+    csv_path, json_path = write_summary(ev, out)
+    write_speed(inf, json_path)
+    print(f"wrote {csv_path} and {json_path}")
+    if args.vis:
+        _write_videos(seqs, inf.paths, out, args.protocol)
+    return 1 if ev.errors else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.workers < 1:
+        print("error: --workers must be >= 1", file=sys.stderr)
+        return 2
+    if args.results is not None:
+        if args.tracker or args.checkpoint:
+            print("error: --results evaluates existing files; drop it to run --tracker/--checkpoint", file=sys.stderr)
+            return 2
+        return _results_mode(args)
+    return _tracker_mode(args)
 
 
 if __name__ == "__main__":

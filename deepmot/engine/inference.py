@@ -1,0 +1,233 @@
+"""Run a multi-object tracker over MOTChallenge sequences: result files, timing, evaluation.
+
+:func:`run_inference` feeds every frame (image + public detections) of each sequence to a fresh
+per-sequence tracker and writes ``<out_dir>/<sequence>.txt`` (MOTChallenge format, via
+:func:`deepmot.datasets.mot.write_results`). :func:`evaluate_results` scores those files with
+:mod:`deepmot.evaluation` (frame ranges such as the ``val-half`` split included), and
+:func:`evaluate_tracker` does both and returns the summary dict (MOTA, IDF1, HOTA, IDSW, FPS...).
+
+The tracker is a per-sequence factory ``f(seq_info) -> tracker`` whose product has
+``step(image, det_boxes, det_scores, frame)`` (detections ``(D, 4)`` xyxy pixels), ``results()``
+returning ``(frame, ids, xywh, conf)`` arrays and a ``timing`` dict (``"sot"``, ``"assoc"``
+seconds), e.g. :func:`trackers.multi.mot_factory`. A SiamRPN ``nn.Module`` is accepted too: it is
+then wrapped by ``trackers.multi.mot_factory`` (imported lazily: trackers depend on deepmot, and
+this is the engine's only door into them).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import numpy as np
+import torch
+
+from deepmot.datasets.mot import SeqInfo, read_results, write_results
+from deepmot.datasets.sequence import Sequence
+from deepmot.engine.run import progress
+from deepmot.errors import DataFormatError, MissingDataError
+from deepmot.evaluation import (
+    MODES,
+    Conventions,
+    Evaluation,
+    SequenceResult,
+    evaluate_sequence,
+    preprocess,
+    summarize,
+)
+from deepmot.evaluation.protocol import PROTOCOLS
+
+__all__ = ["SequenceTiming", "InferenceOutput", "open_sequences", "run_inference", "evaluate_results",
+           "evaluate_tracker", "format_timing", "write_speed"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SequenceTiming:
+    """Seconds spent on one sequence: ``total`` (wall, whole loop), ``sot`` (SOT steps and
+    template work), ``assoc`` (association and track management), ``io`` (image decoding and
+    detection lookup), for ``frames`` frames."""
+
+    frames: int
+    total: float
+    sot: float
+    assoc: float
+    io: float
+
+    @property
+    def fps(self) -> float:
+        """Frames per second of the tracker (``frames / (sot + assoc)``, image decoding excluded)."""
+        busy = self.sot + self.assoc
+        return self.frames / busy if busy > 0 else float("inf")
+
+
+@dataclass
+class InferenceOutput:
+    """``paths``: sequence name -> result file; ``timing``: name -> :class:`SequenceTiming`;
+    ``frame_range``: the range the sequences were run on (None: whole sequences)."""
+
+    paths: dict[str, Path] = field(default_factory=dict)
+    timing: dict[str, SequenceTiming] = field(default_factory=dict)
+    frame_range: Any = None
+
+    def total(self) -> SequenceTiming:
+        """Timing summed over sequences."""
+        t = list(self.timing.values())
+        return SequenceTiming(sum(x.frames for x in t), sum(x.total for x in t), sum(x.sot for x in t),
+                              sum(x.assoc for x in t), sum(x.io for x in t))
+
+    def speed(self) -> dict:
+        """Plain dict of the timing (per sequence and ``TOTAL``) with ``fps``; for JSON reports."""
+        rows = dict(self.timing)
+        rows["TOTAL"] = self.total()
+        return {n: {**asdict(t), "fps": t.fps} for n, t in rows.items()}
+
+
+def open_sequences(sequences: Iterable[Any], frame_range: Any = None) -> list[Sequence]:
+    """:class:`Sequence` objects (with images and ``det/det.txt``) from ``SeqInfo``s, sequence
+    folders or ready ``Sequence``s (kept as they are). ``frame_range`` as in :class:`Sequence`."""
+    out = []
+    for s in sequences:
+        out.append(s if isinstance(s, Sequence) else Sequence(s, frame_range=frame_range))
+    return out
+
+
+def _as_factory(tracker: Any, cfg: Any) -> Callable[[Any], Any]:
+    if isinstance(tracker, torch.nn.Module):
+        from trackers.multi import mot_factory  # the engine's one door into trackers (lazy)
+
+        return mot_factory(tracker, cfg)
+    if not callable(tracker):
+        raise TypeError(f"tracker must be a per-sequence factory or a SiamRPN nn.Module, got {type(tracker).__name__}")
+    return tracker
+
+
+def run_inference(tracker: Any, sequences: Iterable[Any], cfg: Any = None, out_dir: str | Path = "results", *,
+                  frame_range: Any = None, show_progress: bool = True) -> InferenceOutput:
+    """Track every sequence and write ``out_dir/<name>.txt``.
+
+    ``tracker``: per-sequence factory ``f(seq_info)`` or a SiamRPN ``nn.Module`` (then ``cfg`` is
+    its :class:`trackers.multi_config.MOTConfig` or a dict of its fields). ``sequences``:
+    ``SeqInfo``s, folders or :class:`Sequence`\\ s. Runs under ``torch.no_grad``; a module in
+    training mode is put back in training mode afterwards. Returns the result paths and
+    per-sequence :class:`SequenceTiming`.
+    """
+    factory = _as_factory(tracker, cfg)
+    was_training = tracker.training if isinstance(tracker, torch.nn.Module) else None
+    try:
+        return _run(factory, sequences, Path(out_dir), frame_range, show_progress)
+    finally:
+        if was_training:
+            tracker.train()  # the SOT wrapper switched it to eval mode; give it back as it came
+
+
+def _run(factory: Callable[[Any], Any], sequences: Iterable[Any], out_dir: Path, frame_range: Any,
+         show_progress: bool) -> InferenceOutput:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    result = InferenceOutput(frame_range=frame_range)
+    for seq in open_sequences(sequences, frame_range):
+        mot = factory(seq.info)
+        t_start = time.perf_counter()
+        io = 0.0
+        with torch.no_grad():
+            for i in progress(range(len(seq)), desc=seq.name, leave=False, disable=not show_progress):
+                t0 = time.perf_counter()
+                frame = seq[i]
+                io += time.perf_counter() - t0
+                mot.step(frame.image, frame.det_boxes, frame.det_scores, frame.index)
+        frames, ids, xywh, conf = mot.results()
+        path = out_dir / f"{seq.name}.txt"
+        write_results(path, frames, ids, xywh, conf)
+        timing = getattr(mot, "timing", {})
+        result.paths[seq.name] = path
+        result.timing[seq.name] = SequenceTiming(len(seq), time.perf_counter() - t_start,
+                                                 float(timing.get("sot", 0.0)), float(timing.get("assoc", 0.0)), io)
+        t = result.timing[seq.name]
+        log.info(f"{seq.name}: {t.frames} frames, {len(np.unique(ids))} tracks, {t.fps:.1f} frames/s "
+                 f"(SOT {t.sot:.2f} s, association {t.assoc:.2f} s, images {t.io:.2f} s) -> {path}")
+    return result
+
+
+def _frame_window(rows, start: int, end: int):
+    """Rows of frames ``start..end``, renumbered to start at 1."""
+    rows = rows.select((rows.frame >= start) & (rows.frame <= end))
+    rows.frame = rows.frame - (start - 1)
+    return rows
+
+
+def evaluate_results(paths: dict[str, Path], sequences: Iterable[Any], frame_range: Any = None,
+                     protocol: str = "mot17", conv: Conventions = MODES["official"], hota: bool = True) -> Evaluation:
+    """Score result files ``{name: path}`` against the GT of ``sequences`` (``SeqInfo``s, folders or
+    ``Sequence``\\ s) restricted to ``frame_range`` (as in :class:`Sequence`; None: whole sequences).
+    Sequences without GT or with malformed files are reported in ``Evaluation.errors``."""
+    t0 = time.perf_counter()
+    results: list[SequenceResult] = []
+    errors: dict[str, str] = {}
+    seconds: dict[str, float] = {}
+    for seq in sequences:
+        seq = seq if isinstance(seq, Sequence) else Sequence(seq, detections=None, frame_range=frame_range,
+                                                             load_images=False)
+        name = seq.name
+        if name not in paths:
+            continue
+        t1 = time.perf_counter()
+        try:
+            info: SeqInfo = seq.info
+            if seq.gt_rows is None:
+                raise MissingDataError("no GT for this sequence (test split without gt/gt.txt?)", info.gt_path)
+            gt = _frame_window(seq.gt_rows, seq.start, seq.end)
+            res = _frame_window(read_results(paths[name], info.seq_length), seq.start, seq.end)
+            data = preprocess(name, gt, res, len(seq), protocol)
+        except (DataFormatError, MissingDataError) as e:
+            errors[name] = str(e)
+            continue
+        results.append(evaluate_sequence(data, conv, hota))
+        seconds[name] = time.perf_counter() - t1
+    sequences_m, combined = summarize(results, conv, hota)
+    return Evaluation(sequences=sequences_m, combined=combined, errors=errors, seconds=seconds,
+                      wall_seconds=time.perf_counter() - t0, conventions=conv.describe(),
+                      protocol=PROTOCOLS[protocol].describe())
+
+
+def format_timing(out: InferenceOutput) -> str:
+    """A table of tracker speed per sequence: frames, frames/s, SOT and association seconds."""
+    lines = [f"{'Speed':<24}{'frames':>8}{'FPS':>9}{'SOT s':>9}{'assoc s':>9}{'images s':>10}{'wall s':>9}"]
+    for name, t in out.speed().items():
+        lines.append(f"{name:<24}{t['frames']:>8d}{t['fps']:>9.1f}{t['sot']:>9.2f}{t['assoc']:>9.2f}"
+                     f"{t['io']:>10.2f}{t['total']:>9.2f}")
+    return "\n".join(lines)
+
+
+def evaluate_tracker(tracker: Any, sequences: Iterable[Any], cfg: Any = None, out_dir: str | Path = "results", *,
+                     frame_range: Any = None, protocol: str = "mot17", conv: Conventions = MODES["official"],
+                     hota: bool = True, show_progress: bool = False) -> dict:
+    """Run :func:`run_inference` then :func:`evaluate_results`; returns the COMBINED metrics as a
+    flat dict (``MOTA``, ``IDF1``, ``HOTA``, ``IDSW``, ``FP``, ``FN``... as fractions/counts) plus
+    ``FPS`` (tracker frames/s), ``sot_seconds``, ``assoc_seconds``, ``frames`` and ``errors``
+    (sequences that could not be scored, name -> message)."""
+    seqs = list(sequences)
+    out = run_inference(tracker, seqs, cfg, out_dir, frame_range=frame_range, show_progress=show_progress)
+    ev = evaluate_results(out.paths, seqs, frame_range, protocol, conv, hota)
+    tot = out.total()
+    summary = dict(ev.combined)
+    summary.update({"FPS": tot.fps, "sot_seconds": tot.sot, "assoc_seconds": tot.assoc, "frames": tot.frames,
+                    "errors": dict(ev.errors)})
+    return summary
+
+
+def write_speed(out: InferenceOutput, summary_json: str | Path) -> None:
+    """Add the tracker speed (``"tracker_speed"``: per sequence and TOTAL frames, fps, SOT /
+    association / image seconds) to an existing ``summary.json``, atomically."""
+    import json
+
+    from deepmot.engine.checkpoint import atomic_write
+
+    path = Path(summary_json)
+    data = json.loads(path.read_text())
+    data["tracker_speed"] = out.speed()
+    text = json.dumps(data, indent=2, allow_nan=True) + "\n"
+    atomic_write(path, lambda f: f.write(text.encode()))

@@ -1,0 +1,185 @@
+"""SiamRPN SOT inference against PySOT's own outputs (fixture siamrpn_alex_dwxcorr) and a literal
+transcription of PySOT's crop procedure (spec pysot.md §3)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from trackers.siamrpn.anchors import anchor_grid, anchor_shapes, cosine_window, grid_origin
+from trackers.siamrpn.crop import channel_average, crop_batch, get_subwindow
+from trackers.siamrpn.tracker import BatchedSiamRPNTracker, SiamRPNTracker, TrackParams, propose, \
+    update_state
+
+FIX = "pysot/siamrpn_alex_dwxcorr"
+ALEX = TrackParams(instance_size=287, base_size=0, penalty_k=0.16, window_influence=0.40, lr=0.30)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One intra-op thread: the crops are small and the CPU is shared."""
+    prev = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(prev)
+
+
+@pytest.fixture(scope="module")
+def fx(fixtures_dir):
+    d = fixtures_dir / FIX
+    io = torch.load(d / "tracker_io.pt", weights_only=False)
+    ref = json.loads((d / "tracker.json").read_text())
+    frames = np.load(d / "frames.npz")
+    return {"dir": d, "io": io, "ref": ref, "frames": frames["frames"], "init_box": frames["init_box"]}
+
+
+def pysot_subwindow_reference(im, pos, model_sz, original_sz, avg_chans):
+    """Spec §3.4 step by step: pad the whole image, slice, resize (the slow reference)."""
+    import cv2
+    sz = original_sz
+    c = (original_sz + 1) / 2
+    xmin = math.floor(pos[0] - c + 0.5)
+    ymin = math.floor(pos[1] - c + 0.5)
+    xmax, ymax = xmin + sz - 1, ymin + sz - 1
+    r, cc, _ = im.shape
+    left, top = int(max(0, -xmin)), int(max(0, -ymin))
+    right, bottom = int(max(0, xmax - cc + 1)), int(max(0, ymax - r + 1))
+    if any([left, top, right, bottom]):
+        canvas = np.zeros((r + top + bottom, cc + left + right, 3), np.uint8)
+        canvas[top:top + r, left:left + cc] = im
+        if top:
+            canvas[:top, left:left + cc] = avg_chans
+        if bottom:
+            canvas[r + top:, left:left + cc] = avg_chans
+        if left:
+            canvas[:, :left] = avg_chans
+        if right:
+            canvas[:, cc + left:] = avg_chans
+        patch = canvas[ymin + top:ymax + top + 1, xmin + left:xmax + left + 1]
+    else:
+        patch = im[ymin:ymax + 1, xmin:xmax + 1]
+    if model_sz != original_sz:
+        patch = cv2.resize(patch, (model_sz, model_sz))
+    return torch.from_numpy(patch.transpose(2, 0, 1)[None].astype(np.float32))
+
+
+# ----------------------------------------------------------------------------- anchors
+def test_anchor_shapes_and_origins_match_spec():
+    got = anchor_shapes(8, [0.33, 0.5, 1, 2, 3], [8])
+    assert got.tolist() == [[104, 32], [88, 40], [64, 64], [40, 80], [32, 96]]
+    assert grid_origin(25, 8) == -96 and grid_origin(21, 8) == -80
+    assert grid_origin(19, 8, "dasiamrpn") == -76      # DeepMOT under Python 3 (§9.4)
+    with pytest.raises(ValueError):
+        grid_origin(19, 8, "other")  # type: ignore[arg-type]
+
+
+def test_anchor_grid_and_window_equal_pysot(fx):
+    anchors = anchor_grid(21, 8, ALEX.ratios, ALEX.scales)
+    np.testing.assert_array_equal(anchors, fx["io"]["anchors"].numpy())
+    np.testing.assert_array_equal(cosine_window(21, 5), fx["io"]["window"].numpy())
+    # dasiamrpn grid: the same anchors shifted by half a stride up-left
+    shifted = anchor_grid(21, 8, ALEX.ratios, ALEX.scales, "dasiamrpn")
+    np.testing.assert_array_equal(shifted[:, :2], anchors[:, :2] - 4)
+
+
+# ----------------------------------------------------------------------------- crops
+def test_crops_equal_pysot_crops(fx):
+    for i, (crop, args) in enumerate(zip(fx["io"]["crops"], fx["io"]["crop_args"])):
+        got = get_subwindow(fx["frames"][i], args["pos"], args["model_sz"], args["original_sz"],
+                            args["avg_chans"])
+        assert got.shape == crop.shape and got.dtype == torch.float32
+        torch.testing.assert_close(got, crop, atol=1e-6, rtol=0)
+
+
+@settings(max_examples=40, deadline=None)
+@given(cx=st.floats(-150, 250), cy=st.floats(-150, 200), sz=st.integers(1, 260),
+       model_sz=st.sampled_from([31, 64, 127]), avg=st.tuples(*[st.floats(0, 255)] * 3))
+def test_crop_equals_padded_reference_anywhere(cx, cy, sz, model_sz, avg):
+    rng = np.random.default_rng(abs(int(cx * 7 + cy * 13 + sz)))
+    img = rng.integers(0, 256, (90, 120, 3), dtype=np.uint8)
+    ref = pysot_subwindow_reference(img, (cx, cy), model_sz, sz, avg)
+    got = get_subwindow(img, (cx, cy), model_sz, sz, avg)
+    torch.testing.assert_close(got, ref, atol=0, rtol=0)
+
+
+def test_channel_average_is_numpy_mean_bit_for_bit(fx):
+    rng = np.random.default_rng(5)
+    images = list(fx["frames"]) + [rng.integers(0, 256, (int(rng.integers(1, 200)), int(rng.integers(1, 200)), 3),
+                                                dtype=np.uint8) for _ in range(10)]
+    for img in images:
+        np.testing.assert_array_equal(channel_average(img), img.mean(axis=(0, 1)))
+    np.testing.assert_array_equal(channel_average(fx["frames"][0]), fx["ref"]["frames"][0]["channel_average"])
+
+
+def test_crop_batch_rows_equal_single_crops_and_bad_input_raises():
+    rng = np.random.default_rng(3)
+    img = rng.integers(0, 256, (100, 140, 3), dtype=np.uint8)
+    pos = rng.uniform(-20, 150, (6, 2))
+    sizes = rng.integers(20, 120, 6)
+    avg = rng.uniform(0, 255, (6, 3))
+    batch = crop_batch(img, pos, 63, sizes, avg)
+    for i in range(6):
+        torch.testing.assert_close(batch[i:i + 1], pysot_subwindow_reference(img, pos[i], 63, int(sizes[i]), avg[i]))
+    with pytest.raises(ValueError, match="uint8"):
+        crop_batch(img.astype(np.float32), pos, 63, sizes, avg)
+    with pytest.raises(ValueError, match="must match"):
+        crop_batch(img, pos, 63, sizes[:3], avg)
+
+
+# ----------------------------------------------------------------------------- tracker
+def _check_against_reference(frame_ref, bbox, score):
+    np.testing.assert_allclose(np.asarray(bbox), frame_ref["bbox"], atol=1e-3, rtol=0)
+    assert abs(score - frame_ref["best_score"]) <= 1e-5
+
+
+def test_postprocessing_of_stored_outputs_matches_pysot(fx):
+    """Feed PySOT's stored cls/loc to our post-processing: boxes, scores, states as PySOT's."""
+    io, ref = fx["io"], fx["ref"]
+    anchors, window = io["anchors"], io["window"]
+    center = torch.tensor([ref["frames"][0]["center_pos"]], dtype=torch.float64)
+    size = torch.tensor([ref["frames"][0]["size"]], dtype=torch.float64)
+    for t in range(1, 5):
+        props = propose(io["cls"][t - 1], io["loc"][t - 1], size, anchors, window, ALEX)
+        center, size = update_state(center, size, props, ALEX, fx["frames"][t].shape[:2])
+        bbox = torch.cat([center - size / 2, size], 1)[0]
+        _check_against_reference(ref["frames"][t], bbox, float(props.best_score()[0]))
+        np.testing.assert_allclose(center[0], ref["frames"][t]["center_pos"], atol=1e-3)
+        np.testing.assert_allclose(size[0], ref["frames"][t]["size"], atol=1e-3)
+
+
+@pytest.fixture(scope="module")
+def alex_model(fx):
+    from trackers.siamrpn import build_siamrpn
+    from trackers.siamrpn.checkpoint import load_pysot_checkpoint
+    model = build_siamrpn("siamrpn_alex_dwxcorr")
+    load_pysot_checkpoint(model, fx["dir"] / "state_dict.pth")
+    return model.eval()
+
+
+def test_full_run_with_real_model_matches_pysot(fx, alex_model):
+    tracker = SiamRPNTracker(alex_model)
+    assert tracker.batched.params == ALEX
+    tracker.init(fx["frames"][0], fx["init_box"].tolist())
+    np.testing.assert_allclose(tracker.center_pos, fx["ref"]["frames"][0]["center_pos"])
+    np.testing.assert_allclose(tracker.batched.state.channel_average[0], fx["ref"]["frames"][0]["channel_average"])
+    torch.testing.assert_close(tracker.batched.state.templates, fx["io"]["crops"][0])
+    for t in range(1, 5):
+        x, _ = tracker.batched.search_crops(fx["frames"][t])
+        torch.testing.assert_close(x, fx["io"]["crops"][t], atol=1e-6, rtol=0)
+        out = tracker.track(fx["frames"][t])
+        _check_against_reference(fx["ref"]["frames"][t], out["bbox"], out["best_score"])
+
+
+def test_track_before_init_and_bad_boxes_raise(alex_model):
+    tracker = SiamRPNTracker(alex_model)
+    img = np.zeros((50, 60, 3), np.uint8)
+    with pytest.raises(RuntimeError, match="before init"):
+        tracker.track(img)
+    with pytest.raises(ValueError, match="w, h > 0"):
+        tracker.init(img, [1, 2, 0, 5])
