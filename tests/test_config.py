@@ -32,6 +32,7 @@ def test_defaults_file_and_overrides(tmp_path):
     assert cfg.optim.lr == 2.0 and isinstance(cfg.optim.lr, float)
     assert cfg.optim.betas == (0.9, 0.999)  # untouched nested default survives a partial section
     assert cfg.dhn == "w.pt" and cfg.sizes == [1, 2, 3] and cfg.name == "run"
+    assert load_config(Cfg, None, ["optim.lr=7e-4"]).optim.lr == 7e-4  # YAML 1.1 reads this as a string
 
 
 def test_unknown_key_and_bad_type_are_named(tmp_path):

@@ -1,0 +1,236 @@
+"""DHN pre-training loop behind ``python train.py --dhn``.
+
+Streams same-shape batches of random gated distance matrices (:mod:`deepmot.dhn.data`),
+optimises the weighted binary focal loss of DeepMOT (class weights ``w0 = n1/n``, ``w1 = 1-w0``
+per matrix, gamma 2, times ``loss_scale``) with RMSprop and a step decay from the initial rate
+(``lr0 * gamma ** (step // every)``, not compounding), validates periodically on a fixed
+held-out set, and writes checkpoints (``last.pt`` and ``best.pt``) that resume exactly.
+Under ``torchrun`` (``WORLD_SIZE > 1``) it runs DistributedDataParallel (gloo on CPU, NCCL on
+GPU); each rank draws its own stream; rank 0 logs, validates and checkpoints.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import Tensor
+
+from deepmot.config import config_to_dict, save_config
+from deepmot.dhn.data import DHNDataConfig, batch_stream, heldout_set
+from deepmot.dhn.metrics import BUCKET_NAMES, evaluate_model, format_table
+from deepmot.dhn.model import DeepHungarianNet, DHNConfig
+from deepmot.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from deepmot.engine.run import Run, find_latest_checkpoint, progress
+from deepmot.engine.seed import seed_everything
+
+__all__ = ["DHNTrainConfig", "weighted_focal_loss", "step_lr", "train_dhn", "export_weights"]
+
+
+@dataclasses.dataclass
+class DHNTrainConfig:
+    """Everything a DHN training run needs (YAML: ``configs/dhn.yaml``)."""
+
+    name: str = "dhn"
+    seed: int = 1
+    device: str = "cpu"
+    num_threads: int = 2
+    model: DHNConfig = dataclasses.field(default_factory=DHNConfig)
+    data: DHNDataConfig = dataclasses.field(default_factory=DHNDataConfig)
+    steps: int = 100_000
+    lr: float = 3e-4
+    lr_gamma: float = 0.95
+    lr_every: int = 20_000
+    grad_clip: float = 5.0
+    focal_gamma: float = 2.0
+    loss_scale: float = 10.0
+    #: curriculum: [[from_step, max_size], ...] (sorted); empty = always data.max_size
+    curriculum: list[list[int]] = dataclasses.field(default_factory=list)
+    log_every: int = 50
+    val_every: int = 1000
+    val_count: int = 1000
+    val_seed: int = 20240
+    val_threshold: float = 0.5
+    checkpoint_every: int = 200
+
+
+def weighted_focal_loss(logits: Tensor, target: Tensor, gamma: float = 2.0, scale: float = 10.0) -> Tensor:
+    """DeepMOT's weighted binary focal loss on ``(B, N, M)`` logits and 0/1 targets -> scalar.
+
+    Per matrix ``w0 = n1 / n`` weighs the zeros and ``w1 = 1 - w0`` the ones (``n1`` = ones in the
+    target, ``n = N * M``); ``loss = scale * mean(-(w1 y (1-p)^g log p + w0 (1-y) p^g log(1-p)))``
+    with ``p = sigmoid(logits)`` (log-probabilities computed stably from the logits).
+    """
+    if logits.numel() == 0:
+        return logits.sum()
+    y = target.to(logits.dtype)
+    b = y.shape[0]
+    n1 = y.reshape(b, -1).sum(1)
+    n = y[0].numel()
+    w0 = n1 / n
+    w0 = torch.where(n1 == 0, torch.ones_like(w0), torch.where(n1 == n, torch.zeros_like(w0), w0))
+    w0 = w0.view(b, 1, 1)  # edge cases as in DeepMOT: no ones -> zeros weigh 1; all ones -> 0
+    w1 = 1.0 - w0
+    p = torch.sigmoid(logits)
+    pos = w1 * y * (1 - p).pow(gamma) * F.logsigmoid(logits)
+    neg = w0 * (1 - y) * p.pow(gamma) * F.logsigmoid(-logits)
+    return -scale * (pos + neg).mean()
+
+
+def step_lr(cfg: DHNTrainConfig, step: int) -> float:
+    """Learning rate at ``step``: ``lr * lr_gamma ** (step // lr_every)`` (from the initial rate)."""
+    return cfg.lr * cfg.lr_gamma ** (step // max(cfg.lr_every, 1))
+
+
+def _max_size_at(cfg: DHNTrainConfig):
+    plan = sorted((int(s), int(m)) for s, m in cfg.curriculum)
+
+    def at(index: int) -> int:
+        size = cfg.data.max_size
+        for start, m in plan:
+            if index >= start:
+                size = m
+        return min(size, cfg.data.max_size)
+
+    return at if plan else None
+
+
+def _flat_metrics(results: dict, prefix: str = "val") -> dict[str, float]:
+    out = {}
+    for method, buckets in results.items():
+        for bucket, r in buckets.items():
+            for key in ("wa", "precision", "recall", "f1", "exact"):
+                out[f"{prefix}/{method}/{bucket}/{key}"] = r[key]
+    return out
+
+
+def _score(results: dict) -> float:
+    """Model selection: mean row-wise exact-assignment rate over the size buckets present."""
+    rows = results["dhn_row"]
+    vals = [rows[b]["exact"] for b in BUCKET_NAMES if b in rows]
+    return sum(vals) / max(len(vals), 1)
+
+
+def train_dhn(cfg: DHNTrainConfig, resume: str | os.PathLike | None = None) -> Path:
+    """Train a DHN with ``cfg`` (or continue the run directory ``resume``); returns the run dir."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    distributed = world > 1
+    device = torch.device(cfg.device)
+    if distributed:
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        if device.type == "cuda":
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            torch.cuda.set_device(device)
+    torch.set_num_threads(max(1, cfg.num_threads))
+    seed_everything(cfg.seed + rank)
+
+    run = Run.create(cfg.name, cfg, resume=resume)
+    log = run.logger
+    model = DeepHungarianNet.from_config(cfg.model)
+    model.reset_parameters_deepmot()
+    model.to(device)
+    opt = torch.optim.RMSprop(model.parameters(), lr=cfg.lr)
+    step, best = 0, -math.inf
+    if resume is not None:
+        ckpt_path = find_latest_checkpoint(run.dir)
+        if ckpt_path is None:
+            raise FileNotFoundError(f"--resume: no checkpoint in {run.dir / 'checkpoints'}")
+        ckpt = load_checkpoint(ckpt_path, map_location=device)
+        model.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        step, best = int(ckpt["step"]), float(ckpt["best_score"])
+        set_rng_state(ckpt["rng"])
+        log.info("resumed from %s at step %d (best score %.4f)", ckpt_path, step, best)
+        if run.main:  # the config in force from now on (``--set`` overrides included)
+            save_config(cfg, run.dir / "config.yaml")
+    net = torch.nn.parallel.DistributedDataParallel(model) if distributed else model
+
+    val_set = heldout_set(cfg.val_seed, cfg.val_count, cfg.data.max_size, cfg.data) if run.main else []
+    n_params = sum(p.numel() for p in model.parameters())
+    log.info("DHN %s, %d parameters, world size %d, steps %d -> %d", config_to_dict(cfg.model),
+             n_params, world, step, cfg.steps)
+
+    def save(name: str) -> None:
+        state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
+                 "best_score": best, "rng": rng_state(), "config": config_to_dict(cfg),
+                 "model_config": config_to_dict(cfg.model)}
+        save_checkpoint(run.checkpoint_dir / name, state)
+
+    def validate() -> None:
+        nonlocal best
+        t0 = time.time()
+        results = evaluate_model(model, val_set, cfg.val_threshold)
+        score = _score(results)
+        run.log_scalars(step, {**_flat_metrics(results), "val/score": score})
+        log.info("step %d validation (%.1fs), score %.4f\n%s", step, time.time() - t0, score,
+                 format_table(results, cfg.val_threshold))
+        if score > best:
+            best = score
+            save("best.pt")
+            log.info("new best %.4f saved", best)
+
+    stream = batch_stream(cfg.seed, rank, start=step, cfg=cfg.data, max_size_at=_max_size_at(cfg))
+    model.train()
+    bar = progress(total=cfg.steps, initial=step, desc="dhn")
+    t_last, s_last, loss_acc, n_acc, mats = time.time(), step, 0.0, 0, 0
+    while step < cfg.steps:
+        batch = next(stream)
+        lr = step_lr(cfg, step)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        logits = net(batch.input.to(device), return_logits=True)
+        loss = weighted_focal_loss(logits, batch.target.to(device), cfg.focal_gamma, cfg.loss_scale)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        step += 1
+        bar.update(1)
+        loss_acc += loss.item()
+        n_acc += 1
+        mats += batch.input.shape[0]
+        if run.main and step % cfg.log_every == 0:
+            dt = time.time() - t_last
+            sps = (step - s_last) / dt
+            run.log_scalars(step, {"train/loss": loss_acc / n_acc, "train/lr": lr,
+                                   "train/steps_per_s": sps, "train/matrices_per_s": mats / dt})
+            log.info("step %d loss %.4f lr %.2e %.2f steps/s %.1f matrices/s", step, loss_acc / n_acc,
+                     lr, sps, mats / dt)
+            t_last, s_last, loss_acc, n_acc, mats = time.time(), step, 0.0, 0, 0
+        if run.main and (step % cfg.val_every == 0 or step == cfg.steps):
+            validate()
+            t_last, s_last, mats = time.time(), step, 0  # keep validation out of the speed
+        if run.main and (step % cfg.checkpoint_every == 0 or step == cfg.steps):
+            save("last.pt")
+    bar.close()
+    if distributed:
+        dist.barrier()
+        dist.destroy_process_group()
+    log.info("done at step %d, best score %.4f", step, best)
+    run.close()
+    return run.dir
+
+
+def export_weights(checkpoint: str | os.PathLike, out: str | os.PathLike, note: str = "") -> dict:
+    """Write the shippable form of a training checkpoint: model weights, ``model_config``, and
+    how it was trained (step, training config, ``note``); no optimiser or RNG state.
+
+    The result loads with ``torch.load(weights_only=True)`` and :meth:`DeepHungarianNet.pretrained`.
+    Returns the written dict.
+    """
+    ckpt = load_checkpoint(checkpoint)
+    state = {"model": {k: v.detach().clone().float() for k, v in ckpt["model"].items()},
+             "model_config": ckpt["model_config"], "step": int(ckpt["step"]),
+             "train_config": ckpt.get("config", {}), "best_score": float(ckpt.get("best_score", 0.0)),
+             "note": note}
+    save_checkpoint(out, state)
+    os.chmod(out, 0o644)  # a package data file, readable by everyone
+    return state
