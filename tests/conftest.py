@@ -22,3 +22,19 @@ def shared_dir() -> Path:
 def fixtures_dir(shared_dir: Path) -> Path:
     """Path of ``../shared/fixtures``."""
     return shared_dir / "fixtures"
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Run a test module with one torch intra-op thread (set up before its other fixtures).
+
+    Tests on small tensors spend more on thread hand-offs than on arithmetic (about 5x the CPU
+    time on a shared 2-core machine); modules opt in with
+    ``pytestmark = pytest.mark.usefixtures("one_thread")``.
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -14,13 +14,7 @@ from deepmot.dhn.model import WEIGHTS_DIR, DEFAULT_WEIGHTS, DeepHungarianNet
 IMAGE = (640.0, 480.0)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: intra-op threads only add overhead (5x CPU time on a loaded 2-core box)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def smooth_dhn(d: torch.Tensor) -> torch.Tensor:

@@ -16,12 +16,7 @@ from deepmot.engine.inference import evaluate_results, evaluate_tracker, run_inf
 from deepmot.evaluation import MODES, SequenceTask, evaluate_tasks
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -14,13 +14,7 @@ CASES = ["np20_ng3", "np100_ng10", "np300_ng30", "np100_ng0"]
 TAU2 = ["0.01", "0.1", "1", "10"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Small Sinkhorn problems are ~100x slower with intra-op threads on a busy 2-core machine.
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -16,12 +16,7 @@ from deepmot.matching import Assignment, HungarianMatcher, MatchInput, associate
 from deepmot.matching.ot import ot_marginals
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _random_input(seed: int, b: int, n: int, g: int, k: int = 3) -> MatchInput:

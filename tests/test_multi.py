@@ -17,12 +17,7 @@ from trackers.multi_config import MOTConfig
 IMG = np.zeros((100, 200, 3), np.uint8)  # H=100, W=200
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class StubSOT:

@@ -21,13 +21,7 @@ FIX = "pysot/siamrpn_alex_dwxcorr"
 ALEX = TrackParams(instance_size=287, base_size=0, penalty_k=0.16, window_influence=0.40, lr=0.30)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: the crops are small and the CPU is shared."""
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

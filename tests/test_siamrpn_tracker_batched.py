@@ -15,13 +15,7 @@ N_FRAMES = 3  # init frame + 2 tracked frames
 FAST = dict(instance_size=255, base_size=0)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: the crops are small and the CPU is shared."""
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def synthetic_video(seed: int, n_targets: int, n_frames: int, hw=(360, 480)):

@@ -13,13 +13,7 @@ from trackers.siamrpn.anchors import anchor_grid, cosine_window
 from trackers.siamrpn.tracker import BatchedSiamRPNTracker, TrackParams, propose, update_state
 from trackers.siamrpn.train_step import commit, selected_boxes, train_step
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread avoids thread-pool thrashing on a shared CPU."""
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 SMALL = TrackParams(instance_size=143, base_size=0)   # S = 3, K = 45 anchors
