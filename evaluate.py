@@ -6,7 +6,8 @@ numbers; ``--mode motmetrics`` for py-motmetrics' conventions), prints a TrackEv
 writes ``summary.csv`` / ``summary.json`` into ``--out``.
 
 Without ``--results`` a tracker runs first (``--tracker siamrpn`` by default, SOT weights from
-``--checkpoint`` or the SOT pre-training output ``weights/siamrpn_pretrained.pth``) on the
+``--checkpoint``, else the SOT pre-training output ``weights/siamrpn_pretrained.pth``, else the
+weights shipped for the synthetic data ``trackers/siamrpn/weights/siamrpn_alex_tiny_synthetic.pth``) on the
 ``--split`` sequences (default ``test``; ``half-val`` = second half of each train sequence) of
 the ``--detections`` variants, writes ``<out>/<sequence>.txt``, prints the tracker speed and
 evaluates. ``--vis`` writes ``<out>/vis/<sequence>.mp4``. Data: ``--data``, else ``data/MOT17``,
@@ -23,7 +24,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent
 #: where ``evaluate.py`` looks for SOT weights when neither --checkpoint nor the config names one
-DEFAULT_CHECKPOINTS = {"siamrpn": [REPO / "weights" / "siamrpn_pretrained.pth"]}
+#: (your own SOT pre-training output first, then the weights shipped for the synthetic data)
+DEFAULT_CHECKPOINTS = {"siamrpn": [REPO / "weights" / "siamrpn_pretrained.pth",
+                                   REPO / "trackers" / "siamrpn" / "weights" / "siamrpn_alex_tiny_synthetic.pth"]}
 #: splits that are a frame range of another split folder
 HALF_SPLITS = {"half-val": ("train", "val-half"), "half-train": ("train", "train-half")}
 
@@ -52,7 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("running a tracker")
     g.add_argument("--tracker", help="tracker name (default: siamrpn, or the config's)")
     g.add_argument("--checkpoint", type=Path, help="SOT weights (default for siamrpn: weights/siamrpn_pretrained.pth, "
-                                                   "the output of `python -m trackers.siamrpn.pretrain`)")
+                                                   "the output of `python -m trackers.siamrpn.pretrain`, else the "
+                                                   "shipped trackers/siamrpn/weights/siamrpn_alex_tiny_synthetic.pth)")
     g.add_argument("--model", help="SOT architecture: config name in configs/ or YAML (default: the config's)")
     g.add_argument("--config", type=Path, default=None,
                    help="inference YAML (default: configs/mot_inference.yaml)")

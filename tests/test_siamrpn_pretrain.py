@@ -1,4 +1,5 @@
-"""SOT pre-training pieces: anchor targets, loss, pair crops, and a short training/resume run."""
+"""SOT pre-training pieces: anchor targets, loss, pair crops and the frame cache, a short
+training/resume run, the success-rate evaluation, and the shipped synthetic weights."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from trackers.siamrpn import build_siamrpn, load_pysot_checkpoint, load_siamrpn_
 from trackers.siamrpn.pairs import PairSampler, crop_affine
 from trackers.siamrpn.targets import AnchorTargets, anchor_targets, rpn_loss, training_anchors
 
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def np_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -189,7 +190,7 @@ def test_unknown_optimizer_is_a_clear_error(tiny_data, tmp_path):
     from deepmot.config import load_config
     from trackers.siamrpn.pretrain import PretrainConfig, pretrain
 
-    cfg = load_config(PretrainConfig, None, [f"data={tiny_data}", "optimizer=lbfgs", "steps=1",
+    cfg = load_config(PretrainConfig, None, [f"data={tiny_data}", "optimizer=lbfgs", "steps=1", "threads=1",
                                              f"runs_root={tmp_path}", f"out={tmp_path / 'w.pth'}"])
     with pytest.raises(ValueError, match="optimizer"):
         pretrain(cfg)
