@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tempfile
 import typing
 from pathlib import Path
 from typing import Any, Iterable, TypeVar
 
 import yaml
+
+from deepmot.fileio import atomic_write_text
 
 __all__ = ["ConfigError", "load_config", "config_to_dict", "config_from_dict", "save_config",
            "apply_overrides"]
@@ -174,14 +175,4 @@ def load_config(cls: type[T], path: str | os.PathLike | None = None,
 
 def save_config(cfg: Any, path: str | os.PathLike) -> None:
     """Write the resolved config as YAML, atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            yaml.safe_dump(config_to_dict(cfg), f, sort_keys=False)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write_text(path, yaml.safe_dump(config_to_dict(cfg), sort_keys=False))

@@ -17,14 +17,13 @@ Values may be separated by commas or by whitespace; blank lines are ignored.
 from __future__ import annotations
 
 import configparser
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from deepmot.errors import DataFormatError, MissingDataError
+from deepmot.fileio import atomic_write_text
 
 __all__ = [
     "SeqInfo",
@@ -160,7 +159,7 @@ def write_seqinfo(info: SeqInfo) -> Path:
         f"imWidth={info.im_width}\nimHeight={info.im_height}\nimExt={info.im_ext}\n\n"
     )
     path = Path(info.root) / "seqinfo.ini"
-    _atomic_write_text(path, text)
+    atomic_write_text(path, text)
     return path
 
 
@@ -357,22 +356,6 @@ def read_results(path, seq_length: int | None = None) -> MOTRows:
 
 
 # --------------------------------------------------------------------------- writers
-def _atomic_write_text(path, text: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
 def _fmt(v: float) -> str:
     """Shortest text that reads back to exactly ``v`` (``260`` rather than ``260.0``)."""
     s = repr(float(v))
@@ -426,7 +409,7 @@ def write_results(path, frame, ids, xywh, conf=None) -> None:
         f"{_fmt(xywh[k, 3])},{_fmt(conf_arr[k])},-1,-1,-1\n"
         for k in order
     ]
-    _atomic_write_text(path, "".join(out))
+    atomic_write_text(path, "".join(out))
 
 
 def write_gt(path, frame, ids, xywh, flag, cls, vis) -> None:
@@ -444,7 +427,7 @@ def write_gt(path, frame, ids, xywh, flag, cls, vis) -> None:
         f"{_fmt(xywh[k, 3])},{int(flag[k])},{int(cls[k])},{_fmt(vis[k])}\n"
         for k in order
     ]
-    _atomic_write_text(path, "".join(out))
+    atomic_write_text(path, "".join(out))
 
 
 def write_detections(path, frame, xywh, score) -> None:
@@ -458,7 +441,7 @@ def write_detections(path, frame, xywh, score) -> None:
         f"{_fmt(xywh[k, 3])},{_fmt(score[k])},-1,-1,-1\n"
         for k in order
     ]
-    _atomic_write_text(path, "".join(out))
+    atomic_write_text(path, "".join(out))
 
 
 def _to_numpy(x):

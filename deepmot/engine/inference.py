@@ -224,10 +224,10 @@ def write_speed(out: InferenceOutput, summary_json: str | Path) -> None:
     association / image seconds) to an existing ``summary.json``, atomically."""
     import json
 
-    from deepmot.engine.checkpoint import atomic_write
+    from deepmot.fileio import atomic_write_text
 
     path = Path(summary_json)
     data = json.loads(path.read_text())
     data["tracker_speed"] = out.speed()
     text = json.dumps(data, indent=2, allow_nan=True) + "\n"
-    atomic_write(path, lambda f: f.write(text.encode()))
+    atomic_write_text(path, text)

@@ -10,9 +10,9 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import tempfile
 from pathlib import Path
+
+from deepmot.fileio import atomic_write_text
 
 __all__ = ["TABLES", "format_table", "format_report", "write_summary"]
 
@@ -71,18 +71,6 @@ def format_report(ev) -> str:
     return "\n".join(out)
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _plain(v):
     if hasattr(v, "item"):
         v = v.item()
@@ -106,9 +94,9 @@ def write_summary(ev, out_dir) -> tuple[Path, Path]:
         w.writerow([name] + [repr(_plain(r[k])) if isinstance(_plain(r.get(k)), float) else _plain(r.get(k, ""))
                              for k in keys])
     csv_path, json_path = out_dir / "summary.csv", out_dir / "summary.json"
-    _atomic_write(csv_path, buf.getvalue())
+    atomic_write_text(csv_path, buf.getvalue())
     data = {k: v for k, v in ev.to_dict().items()}
     data["sequences"] = {n: {k: _plain(v) for k, v in r.items()} for n, r in ev.sequences.items()}
     data["combined"] = {k: _plain(v) for k, v in ev.combined.items()}
-    _atomic_write(json_path, json.dumps(data, indent=2, allow_nan=True) + "\n")
+    atomic_write_text(json_path, json.dumps(data, indent=2, allow_nan=True) + "\n")
     return csv_path, json_path
