@@ -20,6 +20,8 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
+from deepmot.engine.checkpoint import extract_state_dict
+
 __all__ = ["DHNConfig", "DeepHungarianNet", "extract_state_dict", "WEIGHTS_DIR", "DEFAULT_WEIGHTS"]
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
@@ -174,23 +176,3 @@ class DeepHungarianNet(nn.Module):
                 for k, i in enumerate(chunk):
                     out[i] = res[k]
         return out  # type: ignore[return-value]
-
-
-def extract_state_dict(obj: Mapping[str, Any]) -> dict[str, Tensor]:
-    """The model state dict inside a checkpoint-like object.
-
-    Accepts our checkpoints (``{"model": sd, ...}``), DeepMOT files (bare state dict or
-    ``{'state_dict': sd}``), and DataParallel/DDP ``module.`` prefixes.
-    """
-    if not isinstance(obj, Mapping):
-        raise ValueError(f"expected a state dict or checkpoint dict, got {type(obj).__name__}")
-    for key in ("model", "state_dict"):
-        if key in obj and isinstance(obj[key], Mapping):
-            obj = obj[key]
-            break
-    sd = {}
-    for k, v in obj.items():
-        if not isinstance(v, Tensor):
-            raise ValueError(f"state dict entry {k!r} is not a tensor ({type(v).__name__})")
-        sd[k[len("module."):] if k.startswith("module.") else k] = v
-    return sd

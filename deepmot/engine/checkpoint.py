@@ -10,14 +10,16 @@ from __future__ import annotations
 import os
 import random
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 import torch
 
+from deepmot.errors import DataFormatError
 from deepmot.fileio import atomic_write
 
-__all__ = ["save_checkpoint", "load_checkpoint", "rng_state", "set_rng_state", "atomic_write"]
+__all__ = ["save_checkpoint", "load_checkpoint", "extract_state_dict", "rng_state", "set_rng_state",
+           "atomic_write"]
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
@@ -34,6 +36,28 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # corrupt file, or one holding arbitrary pickled objects
         raise ValueError(f"{path}: not a readable deepmot checkpoint ({type(e).__name__}: {e})") from None
+
+
+def extract_state_dict(obj: Any, source: str | None = None) -> dict[str, torch.Tensor]:
+    """The flat ``{key: tensor}`` model state dict inside a checkpoint-like mapping.
+
+    Unwraps ``{"state_dict": sd}`` (PySOT, DeepMOT) and ``{"model": sd, ...}`` (ours) and drops
+    DataParallel/DDP ``module.`` prefixes. Raises :class:`DataFormatError` naming ``source`` (the
+    file, if known) when ``obj`` is not a mapping of tensors.
+    """
+    if not isinstance(obj, Mapping):
+        raise DataFormatError(f"expected a state dict (a mapping), got {type(obj).__name__}", source)
+    for wrapper in ("state_dict", "model"):
+        if wrapper in obj and isinstance(obj[wrapper], Mapping):
+            obj = obj[wrapper]
+            break
+    state = {}
+    for k, v in obj.items():
+        if not isinstance(v, torch.Tensor):
+            raise DataFormatError(f"entry {k!r} is a {type(v).__name__}, not a tensor "
+                                  "(not a model state dict?)", source)
+        state[k[len("module."):] if k.startswith("module.") else k] = v
+    return state
 
 
 def rng_state() -> dict[str, Any]:

@@ -20,6 +20,7 @@ from typing import Callable, Mapping
 import torch
 from torch import Tensor, nn
 
+from deepmot.engine.checkpoint import extract_state_dict
 from deepmot.errors import DataFormatError, MissingDataError
 
 __all__ = ["CheckpointMismatchError", "LoadReport", "load_pysot_checkpoint", "read_state_dict",
@@ -138,18 +139,7 @@ def read_state_dict(path_or_state_dict: str | os.PathLike | Mapping) -> tuple[di
         except Exception as e:
             raise DataFormatError(f"not a readable torch checkpoint ({type(e).__name__}: {e})",
                                   path) from None
-    if not isinstance(obj, Mapping):
-        raise DataFormatError(f"expected a state dict (a mapping), got {type(obj).__name__}", source)
-    for wrapper in ("state_dict", "model"):
-        if wrapper in obj and isinstance(obj[wrapper], Mapping):
-            obj = obj[wrapper]
-            break
-    state = {}
-    for k, v in obj.items():
-        if not isinstance(v, Tensor):
-            raise DataFormatError(f"entry {k!r} is a {type(v).__name__}, not a tensor "
-                                  "(not a model state dict?)", source)
-        state[k[len("module."):] if k.startswith("module.") else k] = v
+    state = extract_state_dict(obj, source)
     return state, source
 
 
