@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Iterable
 
 from deepmot.config import load_config
+from trackers.siamrpn.anchors import score_size
 
 __all__ = ["SiamRPNConfig", "SiamRPNTrainConfig", "CONFIG_DIR", "available_configs",
            "load_siamrpn_config"]
@@ -89,7 +90,7 @@ class SiamRPNConfig:
 
     def score_size_for(self, instance_size: int) -> int:
         """Side S of the score map for a search crop of ``instance_size`` pixels."""
-        return (instance_size - self.exemplar_size) // self.anchor_stride + 1 + self.base_size
+        return score_size(instance_size, self.exemplar_size, self.anchor_stride, self.base_size)
 
     @property
     def score_size(self) -> int:

@@ -24,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from trackers.siamrpn.anchors import Flavour, anchor_grid, cosine_window, score_size
+from trackers.siamrpn.config import SiamRPNConfig
 from trackers.siamrpn.crop import channel_average, crop_batch
 
 __all__ = ["TrackParams", "TargetState", "Proposals", "TrackResult", "BatchedSiamRPNTracker",
@@ -34,21 +35,25 @@ Features = Tensor | list[Tensor]
 
 
 # --------------------------------------------------------------------------- parameters
+_PYSOT = SiamRPNConfig()  # one source of the default tracking/anchor values
+
+
 @dataclass(frozen=True)
 class TrackParams:
-    """Tracking hyper-parameters (PySOT ``cfg.TRACK`` + ``cfg.ANCHOR``); defaults are PySOT's."""
+    """Tracking hyper-parameters (PySOT ``cfg.TRACK`` + ``cfg.ANCHOR``); the defaults are those of
+    :class:`~trackers.siamrpn.config.SiamRPNConfig` (PySOT's)."""
 
-    exemplar_size: int = 127
-    instance_size: int = 255
-    base_size: int = 8
-    context_amount: float = 0.5
-    penalty_k: float = 0.04
-    window_influence: float = 0.44
-    lr: float = 0.4
-    stride: int = 8
-    ratios: tuple[float, ...] = (0.33, 0.5, 1.0, 2.0, 3.0)
-    scales: tuple[float, ...] = (8.0,)
-    flavour: Flavour = "pysot"
+    exemplar_size: int = _PYSOT.exemplar_size
+    instance_size: int = _PYSOT.instance_size
+    base_size: int = _PYSOT.base_size
+    context_amount: float = _PYSOT.context_amount
+    penalty_k: float = _PYSOT.penalty_k
+    window_influence: float = _PYSOT.window_influence
+    lr: float = _PYSOT.lr
+    stride: int = _PYSOT.anchor_stride
+    ratios: tuple[float, ...] = tuple(_PYSOT.anchor_ratios)
+    scales: tuple[float, ...] = tuple(_PYSOT.anchor_scales)
+    flavour: Flavour = _PYSOT.flavour
     min_size: float = 10.0  # clipping floor for width/height (pixels), PySOT's _bbox_clip
 
     @property
