@@ -1,9 +1,11 @@
-"""MOTChallenge text formats: ``seqinfo.ini``, ``gt.txt``, ``det.txt`` and tracker result files.
+"""MOTChallenge text formats: ``gt.txt``, ``det.txt`` and tracker result files.
 
 Readers return :class:`MOTRows` (numpy arrays, rows in file order, boxes exactly as in the file:
 1-based ``x, y, w, h`` in pixels). Every problem with the input raises
 :class:`~deepmot.errors.DataFormatError` naming the file, the 1-based line and the field;
-missing files raise :class:`~deepmot.errors.MissingDataError`.
+missing files raise :class:`~deepmot.errors.MissingDataError`. Tokenising is
+:mod:`deepmot.datasets.table`; ``seqinfo.ini`` and discovery live in
+:mod:`deepmot.datasets.layout` (their names are re-exported here).
 
 Formats (MOT16/17/20):
 
@@ -16,13 +18,21 @@ Values may be separated by commas or by whitespace; blank lines are ignored.
 
 from __future__ import annotations
 
-import configparser
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
-from deepmot.errors import DataFormatError, MissingDataError
+from deepmot.datasets.layout import (
+    MOT17_VARIANTS,
+    SeqInfo,
+    discover_sequences,
+    half_frame_range,
+    read_seqinfo,
+    split_variant,
+    write_seqinfo,
+)
+from deepmot.datasets.table import read_table
+from deepmot.errors import DataFormatError
 from deepmot.fileio import atomic_write_text
 
 __all__ = [
@@ -42,125 +52,12 @@ __all__ = [
     "MOT17_VARIANTS",
 ]
 
-#: Public-detector variants of MOT17 sequences (folder name suffixes).
-MOT17_VARIANTS = ("DPM", "FRCNN", "SDP")
 
 _GT_FIELDS = ("frame", "id", "x", "y", "w", "h", "flag", "class", "visibility")
 _DET_FIELDS = ("frame", "id", "x", "y", "w", "h", "score", "x3d", "y3d", "z3d")
 _RES_FIELDS = ("frame", "id", "x", "y", "w", "h", "conf", "class", "y3d", "z3d")
 # Integer fields must hold integral values within this magnitude.
 _INT_LIMIT = 2**31 - 1
-
-
-# --------------------------------------------------------------------------- seqinfo.ini
-@dataclass(frozen=True)
-class SeqInfo:
-    """One sequence as described by its ``seqinfo.ini``.
-
-    ``root`` is the sequence folder; images are ``root / im_dir / f"{frame:06d}{im_ext}"`` for
-    frames ``1..seq_length``; ``im_width``/``im_height`` in pixels.
-    """
-
-    name: str
-    root: Path
-    im_dir: str
-    frame_rate: float
-    seq_length: int
-    im_width: int
-    im_height: int
-    im_ext: str
-
-    def image_path(self, frame: int) -> Path:
-        """Path of the image of 1-based ``frame``."""
-        return self.root / self.im_dir / f"{int(frame):06d}{self.im_ext}"
-
-    @property
-    def gt_path(self) -> Path:
-        """``root/gt/gt.txt`` (may not exist, e.g. for test sequences)."""
-        return self.root / "gt" / "gt.txt"
-
-    @property
-    def det_path(self) -> Path:
-        """``root/det/det.txt`` (may not exist)."""
-        return self.root / "det" / "det.txt"
-
-    @property
-    def image_size(self) -> tuple[int, int]:
-        """``(W, H)`` in pixels."""
-        return (self.im_width, self.im_height)
-
-
-def read_seqinfo(seq_dir) -> SeqInfo:
-    """Parse ``seq_dir/seqinfo.ini`` into a :class:`SeqInfo`.
-
-    Required keys: ``seqLength``, ``imWidth``, ``imHeight`` (positive integers). Optional, with
-    defaults: ``name`` (folder name), ``imDir`` (``img1``), ``frameRate`` (30), ``imExt``
-    (``.jpg``). Raises MissingDataError when the file is absent, DataFormatError naming the field
-    when a value is missing or invalid.
-    """
-    seq_dir = Path(seq_dir)
-    path = seq_dir / "seqinfo.ini"
-    if not path.is_file():
-        raise MissingDataError("seqinfo.ini is missing (every MOTChallenge sequence needs one)", path)
-    parser = configparser.ConfigParser(interpolation=None)
-    try:
-        parser.read_string(path.read_bytes().decode("utf-8-sig"), source=str(path))
-    except UnicodeDecodeError as e:
-        raise DataFormatError(f"not UTF-8 text ({e.reason})", path) from None
-    except configparser.Error as e:
-        raise DataFormatError(f"not a valid ini file: {e.message}", path) from None
-    if not parser.has_section("Sequence"):
-        raise DataFormatError("missing section [Sequence]", path, field="Sequence")
-    sec = parser["Sequence"]
-
-    def get_int(key: str) -> int:
-        if key not in sec:
-            raise DataFormatError("required key is missing", path, field=key)
-        raw = sec[key].strip()
-        try:
-            value = int(raw)
-        except ValueError:
-            raise DataFormatError(f"expected a positive integer, got {raw!r}", path, field=key) from None
-        if value <= 0:
-            raise DataFormatError(f"expected a positive integer, got {value}", path, field=key)
-        return value
-
-    seq_length = get_int("seqLength")
-    width = get_int("imWidth")
-    height = get_int("imHeight")
-    raw_rate = sec.get("frameRate", "30").strip()
-    try:
-        frame_rate = float(raw_rate)
-    except ValueError:
-        raise DataFormatError(f"expected a number, got {raw_rate!r}", path, field="frameRate") from None
-    if not np.isfinite(frame_rate) or frame_rate <= 0:
-        raise DataFormatError(f"expected a positive number, got {raw_rate!r}", path, field="frameRate")
-    im_ext = sec.get("imExt", ".jpg").strip()
-    if not im_ext.startswith("."):
-        im_ext = "." + im_ext
-    return SeqInfo(
-        name=sec.get("name", seq_dir.name).strip() or seq_dir.name,
-        root=seq_dir,
-        im_dir=sec.get("imDir", "img1").strip() or "img1",
-        frame_rate=frame_rate,
-        seq_length=seq_length,
-        im_width=width,
-        im_height=height,
-        im_ext=im_ext,
-    )
-
-
-def write_seqinfo(info: SeqInfo) -> Path:
-    """Write ``info.root/seqinfo.ini`` (MOTChallenge key names), atomically. Returns the path."""
-    rate = int(info.frame_rate) if float(info.frame_rate).is_integer() else info.frame_rate
-    text = (
-        "[Sequence]\n"
-        f"name={info.name}\nimDir={info.im_dir}\nframeRate={rate}\nseqLength={info.seq_length}\n"
-        f"imWidth={info.im_width}\nimHeight={info.im_height}\nimExt={info.im_ext}\n\n"
-    )
-    path = Path(info.root) / "seqinfo.ini"
-    atomic_write_text(path, text)
-    return path
 
 
 # --------------------------------------------------------------------------- rows
@@ -229,48 +126,6 @@ def _empty_rows(path: str) -> MOTRows:
     )
 
 
-def _parse_table(path, min_cols: int, max_cols: int, fields: tuple[str, ...]):
-    """Read a comma/whitespace separated numeric table -> (values (K, max_cols) nan-padded,
-    ncols (K,), line numbers (K,)). Raises DataFormatError for any malformed line."""
-    path = Path(path)
-    if not path.is_file():
-        raise MissingDataError("file is missing", path)
-    data = path.read_bytes()
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        line = data[: e.start].count(b"\n") + 1
-        raise DataFormatError(f"not UTF-8 text ({e.reason})", path, line) from None
-    rows: list[list[float]] = []
-    ncols: list[int] = []
-    lines: list[int] = []
-    for lineno, raw in enumerate(text.split("\n"), start=1):
-        s = raw.strip()
-        if not s:
-            continue
-        parts = [p.strip() for p in s.split(",")] if "," in s else s.split()
-        n = len(parts)
-        if not min_cols <= n <= max_cols:
-            want = str(min_cols) if min_cols == max_cols else f"{min_cols} to {max_cols}"
-            raise DataFormatError(f"expected {want} columns, got {n}", path, lineno, "columns")
-        vals = []
-        for j, p in enumerate(parts):
-            try:
-                v = float(p)
-            except ValueError:
-                raise DataFormatError(f"not a number: {p[:40]!r}", path, lineno, fields[j]) from None
-            if not np.isfinite(v):
-                raise DataFormatError(f"not a finite number: {p[:40]!r}", path, lineno, fields[j])
-            vals.append(v)
-        vals.extend([np.nan] * (max_cols - n))
-        rows.append(vals)
-        ncols.append(n)
-        lines.append(lineno)
-    if not rows:
-        return np.zeros((0, max_cols)), np.zeros(0, np.int64), np.zeros(0, np.int64)
-    return np.asarray(rows, dtype=np.float64), np.asarray(ncols, np.int64), np.asarray(lines, np.int64)
-
-
 def _fail_first(bad: np.ndarray, message, path, lines: np.ndarray, field: str, values=None):
     """Raise DataFormatError for the first True entry of ``bad`` (no-op if none)."""
     if bad.any():
@@ -314,7 +169,7 @@ def read_gt(path, seq_length: int | None = None) -> MOTRows:
     ``conf`` holds the flag column (0 = ignore, 1 = scored). ``seq_length`` (from seqinfo)
     bounds the frame numbers. Duplicate ids within a frame are an error.
     """
-    vals, _, lines = _parse_table(path, 9, 9, _GT_FIELDS)
+    vals, _, lines = read_table(path, 9, 9, _GT_FIELDS)
     if vals.shape[0] == 0:
         return _empty_rows(str(path))
     frame, ident = _check_common(vals, lines, path, seq_length)
@@ -324,7 +179,7 @@ def read_gt(path, seq_length: int | None = None) -> MOTRows:
 
 
 def _read_scored(path, seq_length, fields, unique_ids: bool) -> MOTRows:
-    vals, ncols, lines = _parse_table(path, 7, 10, fields)
+    vals, ncols, lines = read_table(path, 7, 10, fields)
     if vals.shape[0] == 0:
         return _empty_rows(str(path))
     frame, ident = _check_common(vals, lines, path, seq_length)
@@ -449,68 +304,3 @@ def _to_numpy(x):
     if hasattr(x, "detach"):
         return x.detach().cpu().numpy()
     return np.asarray(x)
-
-
-# --------------------------------------------------------------------------- discovery
-def split_variant(name: str) -> tuple[str, str | None]:
-    """``"MOT17-02-FRCNN"`` -> ``("MOT17-02", "FRCNN")``; names without a detector suffix
-    (MOT16/MOT20 style) -> ``(name, None)``."""
-    base, _, suffix = name.rpartition("-")
-    if base and suffix in MOT17_VARIANTS:
-        return base, suffix
-    return name, None
-
-
-def discover_sequences(root, split: str = "train", detections=None) -> list[SeqInfo]:
-    """Sequences of a MOTChallenge dataset, sorted by name.
-
-    ``root``: the dataset folder (holding ``train/`` and ``test/``), or a split folder, or one
-    sequence folder. ``split``: ``"train"``, ``"test"`` (or any sub-folder name).
-    ``detections``: None keeps every MOT17 variant; a name (``"FRCNN"``) or a list of names keeps
-    only those variants. Sequences without a variant suffix (MOT16/MOT20) are always kept.
-    Every folder holding a ``seqinfo.ini`` is a sequence. Raises MissingDataError when nothing is
-    found, DataFormatError on an unknown variant name.
-    """
-    root = Path(root)
-    if detections is None:
-        wanted = None
-    else:
-        wanted = {detections} if isinstance(detections, str) else set(detections)
-        unknown = wanted - set(MOT17_VARIANTS)
-        if unknown:
-            raise DataFormatError(
-                f"unknown detector variant(s) {sorted(unknown)}; known: {list(MOT17_VARIANTS)}",
-                field="detections",
-            )
-    if (root / "seqinfo.ini").is_file():
-        seq_dirs = [root]
-    else:
-        base = root / split if (root / split).is_dir() else root
-        if not base.is_dir():
-            raise MissingDataError(f"dataset folder not found (looked for split '{split}')", root)
-        seq_dirs = sorted(p for p in base.iterdir() if (p / "seqinfo.ini").is_file())
-        if not seq_dirs:
-            raise MissingDataError(f"no sequence folders (with seqinfo.ini) under {base}", base)
-    out = []
-    for d in seq_dirs:
-        _, variant = split_variant(d.name)
-        if wanted is not None and variant is not None and variant not in wanted:
-            continue
-        out.append(read_seqinfo(d))
-    return sorted(out, key=lambda s: s.name)
-
-
-def half_frame_range(seq_length: int, half: str) -> tuple[int, int]:
-    """Inclusive 1-based frame range of a half split, following ByteTrack's MOT17 convention.
-
-    With ``m = seq_length // 2``: ``"train-half"`` -> ``(1, m + 1)``, ``"val-half"`` ->
-    ``(m + 2, seq_length)``; ``"full"`` -> ``(1, seq_length)``.
-    """
-    m = int(seq_length) // 2
-    if half == "train-half":
-        return (1, min(m + 1, seq_length))
-    if half == "val-half":
-        return (min(m + 2, seq_length), seq_length)
-    if half == "full":
-        return (1, int(seq_length))
-    raise ValueError(f"half must be 'train-half', 'val-half' or 'full', got {half!r}")

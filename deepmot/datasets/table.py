@@ -1,0 +1,130 @@
+"""Numeric text tables as MOTChallenge writes them: one row per line, comma or whitespace separated.
+
+:func:`read_table` turns a file into a NaN-padded float64 array plus the column count and the
+1-based line number of every row. It tries :func:`parse_table_fast` (whole-file string
+operations and one ``map(float, ...)``, no per-field Python work) and falls back to
+:func:`parse_table_lines` (line by line) whenever the fast path declines, so the fallback alone
+decides every error message (file, line and field) and both give identical arrays on valid input.
+
+Grammar (both parsers): the text is split at ``"\\n"``; each line is stripped of whitespace and
+skipped when empty; a line holding a comma is split at commas (each field stripped), otherwise at
+runs of whitespace; every field must be a finite number as Python's ``float()`` reads it.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from deepmot.errors import DataFormatError, MissingDataError
+
+__all__ = ["read_table", "parse_table_fast", "parse_table_lines"]
+
+# Bytes the fast path accepts; anything else (letters, non-ASCII, "_", NUL...) takes the per-line
+# parser, which either reads it exactly as float() does or names the offending field.
+_PLAIN_BYTES = b"0123456789eE+-., \t\r\n"
+
+Table = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+def _empty(max_cols: int) -> Table:
+    return np.zeros((0, max_cols)), np.zeros(0, np.int64), np.zeros(0, np.int64)
+
+
+def read_table(path, min_cols: int, max_cols: int, fields: tuple[str, ...]) -> Table:
+    """Read a numeric table file -> ``(values (K, max_cols) float64`` NaN-padded, ``ncols (K,)
+    int64``, ``lines (K,) int64`` 1-based). ``fields`` names the columns for error messages.
+
+    Raises MissingDataError when the file is absent and DataFormatError (file, line, field) for
+    text that is not UTF-8, a row with a column count outside ``[min_cols, max_cols]`` or a field
+    that is not a finite number.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise MissingDataError("file is missing", path)
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise DataFormatError(f"not UTF-8 text ({e.reason})", path, line) from None
+    fast = parse_table_fast(text, min_cols, max_cols)
+    if fast is not None:
+        return fast
+    return parse_table_lines(text, path, min_cols, max_cols, fields)
+
+
+def parse_table_fast(text: str, min_cols: int, max_cols: int) -> Table | None:
+    """Whole-text parse of a well-formed table; ``None`` when the text needs
+    :func:`parse_table_lines` (unusual characters, a whitespace-separated line in a file with
+    commas, a bad column count, a field ``float()`` rejects or a non-finite value).
+
+    On success the result equals :func:`parse_table_lines`'s bit for bit.
+    """
+    if not text.isascii() or text.encode("ascii").translate(None, _PLAIN_BYTES):
+        return None
+    stripped = [s.strip() for s in text.split("\n")]
+    lines = [i for i, s in enumerate(stripped, start=1) if s]
+    if not lines:
+        return _empty(max_cols)
+    body = [s for s in stripped if s]
+    joined = "\n".join(body)
+    if "," in joined:
+        # A comma-free line here becomes one token: right when it holds one number, and declined
+        # (bad count or float() failing) when it holds several whitespace-separated ones.
+        counts = np.asarray([s.count(",") for s in body], np.int64) + 1
+        tokens = joined.replace("\n", ",").split(",")
+    else:
+        counts = np.asarray([len(s.split()) for s in body], np.int64)
+        tokens = joined.split()
+    if counts.min() < min_cols or counts.max() > max_cols:
+        return None
+    try:
+        flat = np.fromiter(map(float, tokens), np.float64, count=len(tokens))
+    except ValueError:
+        return None
+    if not np.isfinite(flat).all():
+        return None
+    k = len(body)
+    out = np.full((k, max_cols), np.nan)
+    if counts.min() == counts.max():
+        out[:, : int(counts[0])] = flat.reshape(k, int(counts[0]))
+    else:
+        out[np.arange(max_cols) < counts[:, None]] = flat  # row-major: file order
+    return out, counts, np.asarray(lines, np.int64)
+
+
+def parse_table_lines(text: str, path, min_cols: int, max_cols: int, fields: tuple[str, ...]) -> Table:
+    """Line-by-line parse with the same result as :func:`parse_table_fast`; raises
+    DataFormatError naming ``path``, the 1-based line and the field (``fields[j]`` or
+    ``"columns"``) at the first malformed line."""
+    rows: list[list[float]] = []
+    ncols: list[int] = []
+    lines: list[int] = []
+    for lineno, raw in enumerate(text.split("\n"), start=1):
+        s = raw.strip()
+        if not s:
+            continue
+        parts = [p.strip() for p in s.split(",")] if "," in s else s.split()
+        n = len(parts)
+        if not min_cols <= n <= max_cols:
+            want = str(min_cols) if min_cols == max_cols else f"{min_cols} to {max_cols}"
+            raise DataFormatError(f"expected {want} columns, got {n}", path, lineno, "columns")
+        vals = []
+        for j, p in enumerate(parts):
+            try:
+                v = float(p)
+            except ValueError:
+                raise DataFormatError(f"not a number: {p[:40]!r}", path, lineno, fields[j]) from None
+            if not math.isfinite(v):
+                raise DataFormatError(f"not a finite number: {p[:40]!r}", path, lineno, fields[j])
+            vals.append(v)
+        vals.extend([math.nan] * (max_cols - n))
+        rows.append(vals)
+        ncols.append(n)
+        lines.append(lineno)
+    if not rows:
+        return _empty(max_cols)
+    return np.asarray(rows, dtype=np.float64), np.asarray(ncols, np.int64), np.asarray(lines, np.int64)
