@@ -10,14 +10,16 @@ Without ``--results`` a tracker runs first (``--tracker siamrpn`` by default, SO
 weights shipped for the synthetic data ``trackers/siamrpn/weights/siamrpn_alex_tiny_synthetic.pth``) on the
 ``--split`` sequences (default ``test``; ``half-val`` = second half of each train sequence) of
 the ``--detections`` variants, writes ``<out>/<sequence>.txt``, prints the tracker speed and
-evaluates. ``--vis`` writes ``<out>/vis/<sequence>.mp4``. Data: ``--data``, else ``data/MOT17``,
-else the built-in synthetic set (generated once into ``data/synthetic``).
+evaluates; ``--workers N`` tracks N sequences at once in worker processes. ``--vis`` writes
+``<out>/vis/<sequence>.mp4``. Data: ``--data``, else ``data/MOT17``, else the built-in synthetic
+set (generated once into ``data/synthetic``).
 Exit status: 0 all sequences evaluated, 1 some sequence failed (named in the report), 2 bad usage.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import time
 from pathlib import Path
@@ -42,7 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seqs", nargs="+", help="evaluate only these sequences (default: every result file / sequence)")
     p.add_argument("--out", type=Path, help="write results/summary here (default: the results folder; "
                                             "runs/eval/<tracker>-<time> when running a tracker)")
-    p.add_argument("--workers", type=int, default=1, help="evaluate sequences in N processes (--results mode)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="N processes over sequences: scoring result files (--results) or running the tracker\n"
+                        "(each worker then uses --threads torch threads, default cores // N)")
     p.add_argument("--mode", choices=["official", "motmetrics"], default="official",
                    help="official: TrackEval's conventions (default); motmetrics: py-motmetrics 1.4.0's")
     p.add_argument("--protocol", choices=["mot17", "mot16", "mot20", "none"], default="mot17",
@@ -61,10 +65,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--config", type=Path, default=None,
                    help="inference YAML (default: configs/mot_inference.yaml)")
     g.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value, e.g. --set mot.patience=10 (repeatable)")
+                   help="override a config value, e.g. --set mot.patience=10 (repeatable; values are YAML).\n"
+                        "A key inside a mapping sets one entry and keeps the rest:\n"
+                        "--set mot.detector_scores.FRCNN=[0.0,0.6] keeps DPM's and SDP's thresholds")
     g.add_argument("--detections", default="DPM,FRCNN,SDP", help="public-detector variants to run (comma list)")
     g.add_argument("--device", help="cpu, cuda, auto (default: the config's)")
-    g.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    g.add_argument("--threads", type=int, help="torch CPU threads (per worker with --workers N; default: torch's, "
+                                                 "or cores // N with workers)")
     return p
 
 
@@ -147,7 +154,13 @@ def _tracker_mode(args) -> int:
     from deepmot.config import ConfigError, load_config, save_config
     from deepmot.datasets import Sequence
     from deepmot.datasets.mot import discover_sequences
-    from deepmot.engine.inference import evaluate_results, format_timing, run_inference, write_speed
+    from deepmot.engine.inference import (
+        evaluate_results,
+        format_timing,
+        run_inference,
+        run_inference_parallel,
+        write_speed,
+    )
     from deepmot.errors import DataFormatError, MissingDataError
     from deepmot.evaluation import format_report, write_summary
     from trackers.multi import build_mot_factory
@@ -169,10 +182,6 @@ def _tracker_mode(args) -> int:
         print(f"error: no SOT weights for tracker {cfg.tracker!r}: pass --checkpoint PATH (looked for {looked}; "
               "produce it with `python -m trackers.siamrpn.pretrain`)", file=sys.stderr)
         return 2
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
     folder, frame_range = _split(args, "test")
     dets = [d.strip() for d in args.detections.split(",") if d.strip()]
     try:
@@ -188,13 +197,24 @@ def _tracker_mode(args) -> int:
     except (DataFormatError, MissingDataError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    parallel = args.workers > 1 and len(seqs) > 1
+    if args.threads and not parallel:  # workers set their own
+        import torch
+
+        torch.set_num_threads(args.threads)
     out = args.out or REPO / "runs" / "eval" / f"{cfg.tracker}-{time.strftime('%Y%m%d-%H%M%S')}"
     out.mkdir(parents=True, exist_ok=True)
     cfg.checkpoint = str(ckpt)
     save_config(cfg, out / "config.yaml")
     print(f"running {cfg.tracker} ({cfg.model}, weights {ckpt}) on {len(seqs)} sequence(s) of {root}/{folder}"
           + (f" [{frame_range}]" if frame_range else "") + f" -> {out}")
-    inf = run_inference(factory, seqs, None, out)
+    if parallel:
+        print(f"tracking in {min(args.workers, len(seqs))} worker processes")
+        build = functools.partial(build_mot_factory, cfg, str(ckpt))
+        inf = run_inference_parallel(build, infos, out, workers=args.workers, threads=args.threads,
+                                     frame_range=frame_range)
+    else:
+        inf = run_inference(factory, seqs, None, out)
     print(format_timing(inf))
     with_gt = [s for s in seqs if s.gt_rows is not None]
     if not with_gt:

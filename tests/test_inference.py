@@ -211,3 +211,24 @@ def test_evaluate_cli_results_on_half_val(tiny, tmp_path, capsys):
                           "--no-hota", "--out", str(tmp_path / "o")]) == 0
     comb = json.loads((tmp_path / "o" / "summary.json").read_text())["combined"]
     assert comb["MOTA"] == 1.0 and comb["GT_Dets"] == int((k & (gt.frame >= 7)).sum())
+
+
+def test_evaluate_cli_tracker_workers_equal_serial(tiny, weights, tmp_path, capsys):
+    """``--workers 2`` in tracker mode (3 sequences over 2 spawned processes, 1 thread each) writes
+    the same result files and scores as the serial run."""
+    import evaluate
+
+    common = ["--data", str(tiny), "--checkpoint", str(weights), "--set", "mot.birth_wait=1", "--device", "cpu",
+              "--threads", "1", "--no-hota"]
+    assert evaluate.main(common + ["--out", str(tmp_path / "serial")]) == 0, capsys.readouterr().err
+    assert evaluate.main(common + ["--out", str(tmp_path / "par"), "--workers", "2"]) == 0, capsys.readouterr().err
+    assert "2 worker processes" in capsys.readouterr().out
+    names = sorted(p.name for p in (tmp_path / "serial").glob("*.txt"))
+    assert len(names) == 3 and names == sorted(p.name for p in (tmp_path / "par").glob("*.txt"))
+    for n in names:
+        serial = (tmp_path / "serial" / n).read_text()
+        assert serial and serial == (tmp_path / "par" / n).read_text(), n
+    a, b = (json.loads((tmp_path / d / "summary.json").read_text()) for d in ("serial", "par"))
+    assert a["combined"] == b["combined"] and a["sequences"] == b["sequences"]
+    assert a["combined"]["TP"] > 0
+    assert b["tracker_speed"]["TOTAL"]["frames"] == a["tracker_speed"]["TOTAL"]["frames"] == 30

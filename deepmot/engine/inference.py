@@ -11,12 +11,14 @@ The tracker is a per-sequence factory ``f(seq_info) -> tracker`` whose product h
 returning ``(frame, ids, xywh, conf)`` arrays and a ``timing`` dict (``"sot"``, ``"assoc"``
 seconds), e.g. :func:`trackers.multi.mot_factory`. A SiamRPN ``nn.Module`` is accepted too: it is
 then wrapped by ``trackers.multi.mot_factory`` (imported lazily: trackers depend on deepmot, and
-this is the engine's only door into them).
+this is the engine's only door into them). :func:`run_inference_parallel` spreads the sequences
+over worker processes, each building its own tracker from a picklable builder.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -40,8 +42,8 @@ from deepmot.evaluation import (
 )
 from deepmot.evaluation.protocol import PROTOCOLS
 
-__all__ = ["SequenceTiming", "InferenceOutput", "open_sequences", "run_inference", "evaluate_results",
-           "evaluate_tracker", "format_timing", "write_speed"]
+__all__ = ["SequenceTiming", "InferenceOutput", "open_sequences", "run_inference", "run_inference_parallel",
+           "default_worker_threads", "evaluate_results", "evaluate_tracker", "format_timing", "write_speed"]
 
 log = logging.getLogger(__name__)
 
@@ -130,25 +132,95 @@ def _run(factory: Callable[[Any], Any], sequences: Iterable[Any], out_dir: Path,
     out_dir.mkdir(parents=True, exist_ok=True)
     result = InferenceOutput(frame_range=frame_range)
     for seq in open_sequences(sequences, frame_range):
-        mot = factory(seq.info)
-        t_start = time.perf_counter()
-        io = 0.0
-        with torch.no_grad():
-            for i in progress(range(len(seq)), desc=seq.name, leave=False, disable=not show_progress):
-                t0 = time.perf_counter()
-                frame = seq[i]
-                io += time.perf_counter() - t0
-                mot.step(frame.image, frame.det_boxes, frame.det_scores, frame.index)
-        frames, ids, xywh, conf = mot.results()
-        path = out_dir / f"{seq.name}.txt"
-        write_results(path, frames, ids, xywh, conf)
-        timing = getattr(mot, "timing", {})
+        path, timing, n_tracks = _track_sequence(factory, seq, out_dir, show_progress)
         result.paths[seq.name] = path
-        result.timing[seq.name] = SequenceTiming(len(seq), time.perf_counter() - t_start,
-                                                 float(timing.get("sot", 0.0)), float(timing.get("assoc", 0.0)), io)
-        t = result.timing[seq.name]
-        log.info(f"{seq.name}: {t.frames} frames, {len(np.unique(ids))} tracks, {t.fps:.1f} frames/s "
-                 f"(SOT {t.sot:.2f} s, association {t.assoc:.2f} s, images {t.io:.2f} s) -> {path}")
+        result.timing[seq.name] = timing
+        _log_sequence(seq.name, timing, n_tracks, path)
+    return result
+
+
+def _track_sequence(factory: Callable[[Any], Any], seq: Sequence, out_dir: Path,
+                    show_progress: bool) -> tuple[Path, SequenceTiming, int]:
+    """Track one sequence with a fresh tracker from ``factory``; write ``out_dir/<name>.txt``.
+    Returns the path, the timing and the number of distinct track ids written."""
+    mot = factory(seq.info)
+    t_start = time.perf_counter()
+    io = 0.0
+    with torch.no_grad():
+        for i in progress(range(len(seq)), desc=seq.name, leave=False, disable=not show_progress):
+            t0 = time.perf_counter()
+            frame = seq[i]
+            io += time.perf_counter() - t0
+            mot.step(frame.image, frame.det_boxes, frame.det_scores, frame.index)
+    frames, ids, xywh, conf = mot.results()
+    path = out_dir / f"{seq.name}.txt"
+    write_results(path, frames, ids, xywh, conf)
+    timing = getattr(mot, "timing", {})
+    t = SequenceTiming(len(seq), time.perf_counter() - t_start, float(timing.get("sot", 0.0)),
+                       float(timing.get("assoc", 0.0)), io)
+    return path, t, int(len(np.unique(ids)))
+
+
+def _log_sequence(name: str, t: SequenceTiming, n_tracks: int, path: Path) -> None:
+    log.info(f"{name}: {t.frames} frames, {n_tracks} tracks, {t.fps:.1f} frames/s "
+             f"(SOT {t.sot:.2f} s, association {t.assoc:.2f} s, images {t.io:.2f} s) -> {path}")
+
+
+# --------------------------------------------------------------------------- parallel inference
+_WORKER_FACTORY: Callable[[Any], Any] | None = None
+
+
+def _init_worker(build: Callable[[], Any], threads: int) -> None:
+    """Worker process start: set torch's thread count, build the tracker factory once."""
+    global _WORKER_FACTORY
+    torch.set_num_threads(threads)
+    _WORKER_FACTORY = _as_factory(build(), None)
+
+
+def _worker_track(info: Any, frame_range: Any, out_dir: Path) -> tuple[str, Path, SequenceTiming, int]:
+    assert _WORKER_FACTORY is not None, "worker not initialised"
+    seq = open_sequences([info], frame_range)[0]
+    return (seq.name, *_track_sequence(_WORKER_FACTORY, seq, out_dir, False))
+
+
+def default_worker_threads(workers: int) -> int:
+    """Torch threads per worker so that ``workers * threads`` does not exceed the usable cores."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // max(1, workers))
+
+
+def run_inference_parallel(build: Callable[[], Any], sequences: Iterable[Any], out_dir: str | Path = "results", *,
+                           workers: int = 2, threads: int | None = None, frame_range: Any = None,
+                           show_progress: bool = True) -> InferenceOutput:
+    """:func:`run_inference` with sequences spread over ``workers`` processes (spawned).
+
+    ``build``: a picklable zero-argument callable returning what :func:`run_inference` takes as
+    ``tracker`` (a per-sequence factory or a SiamRPN module), e.g.
+    ``functools.partial(trackers.multi.build_mot_factory, cfg, checkpoint)``; each worker calls it
+    once. ``threads``: torch threads per worker (default :func:`default_worker_threads`).
+    ``sequences``: ``SeqInfo`` objects or folders. Every sequence gets a fresh tracker as in the serial
+    loop, so the result files equal :func:`run_inference`'s when the thread counts match.
+    Paths and timings come back in the order of ``sequences``.
+    """
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    infos = [s.info if isinstance(s, Sequence) else s for s in sequences]
+    result = InferenceOutput(frame_range=frame_range)
+    if not infos:
+        return result
+    workers = max(1, min(int(workers), len(infos)))
+    threads = threads or default_worker_threads(workers)
+    ctx = mp.get_context("spawn")  # no fork after torch started its thread pools (or CUDA)
+    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(build, threads)) as pool:
+        futures = [pool.submit(_worker_track, info, frame_range, out_dir) for info in infos]
+        for fut in progress(futures, desc="sequences", disable=not show_progress):
+            name, path, timing, n_tracks = fut.result()
+            result.paths[name] = path
+            result.timing[name] = timing
+            _log_sequence(name, timing, n_tracks, path)
     return result
 
 
