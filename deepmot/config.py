@@ -3,7 +3,10 @@
 A config is a (possibly nested) dataclass. :func:`load_config` builds it from the class
 defaults, then a YAML file, then ``--set``-style overrides; values are parsed with
 ``yaml.safe_load`` so ``lr=1e-3``, ``sizes=[5,10]`` and ``name=foo`` all get their natural types.
-Unknown keys are errors (a typo must not be silently ignored).
+Unknown keys are errors (a typo must not be silently ignored). A dotted key that reaches inside a
+mapping-valued field sets one entry and keeps the others (``mot.detector_scores.FRCNN=[0, 0.6]``
+leaves ``DPM`` and ``SDP`` as the file or the defaults have them); setting the field itself
+(``mot.detector_scores={FRCNN: [0, 0.6]}``) replaces the whole mapping.
 """
 
 from __future__ import annotations
@@ -131,25 +134,68 @@ def config_from_dict(cls: type[T], data: dict, prefix: str = "") -> T:
 
 
 def apply_overrides(data: dict, overrides: Iterable[str]) -> dict:
-    """Apply ``a.b=value`` strings to a nested dict in place (values parsed as YAML); returns it."""
+    """Apply ``a.b=value`` strings to a nested dict in place (values parsed as YAML); returns it.
+    Missing (or null) intermediate sections are created."""
     for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"override {item!r} is not of the form key=value")
-        key, raw = item.split("=", 1)
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        key, value = _split_override(item)
         node = data
-        parts = key.strip().split(".")
+        parts = key.split(".")
         for p in parts[:-1]:
-            node = node.setdefault(p, {})
+            if node.get(p) is None:
+                node[p] = {}
+            node = node[p]
             if not isinstance(node, dict):
                 raise ConfigError(f"override {item!r}: {p} is not a section")
         node[parts[-1]] = value
     return data
 
 
+def _split_override(item: str) -> tuple[str, Any]:
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} is not of the form key=value")
+    key, raw = item.split("=", 1)
+    return key.strip(), (yaml.safe_load(raw) if raw.strip() else "")
+
+
+def _strip_optional(tp: Any) -> Any:
+    if typing.get_origin(tp) in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return tp
+
+
+def _seed_mappings(cls: type, data: dict, overrides: Iterable[str]) -> None:
+    """For each override whose dotted key reaches inside a dict-valued field that ``data`` does
+    not set, copy that field's default mapping into ``data`` first, so the override adds or
+    replaces one entry instead of replacing the mapping."""
+    for item in overrides:
+        if "=" not in item:
+            continue  # apply_overrides names the problem
+        parts = item.split("=", 1)[0].strip().split(".")
+        tp, default, node = cls, cls(), data
+        for p in parts[:-1]:
+            if not _is_dataclass_type(tp) or not isinstance(node, dict):
+                break
+            types = _field_types(tp)
+            if p not in types:
+                break  # unknown key: config_from_dict reports it
+            ftype, fdefault = _strip_optional(types[p]), getattr(default, p)
+            if _is_dataclass_type(ftype):
+                tp, default = ftype, fdefault if fdefault is not None else ftype()
+                if node.get(p) is None:
+                    node[p] = {}
+                node = node[p]
+                continue
+            if (typing.get_origin(ftype) is dict or ftype is dict) and isinstance(fdefault, dict) and p not in node:
+                node[p] = config_to_dict(fdefault)
+            break
+
+
 def load_config(cls: type[T], path: str | os.PathLike | None = None,
                 overrides: Iterable[str] = ()) -> T:
-    """Defaults of ``cls``, updated by the YAML file ``path`` (if given), then ``overrides``.
+    """Defaults of ``cls``, updated by the YAML file ``path`` (if given), then ``overrides``
+    (``a.b=value``; a key inside a mapping-valued field merges into that mapping).
 
     Raises :class:`ConfigError` (naming the file and key) on unknown keys or wrong types, and
     ``FileNotFoundError`` if ``path`` does not exist.
@@ -166,8 +212,10 @@ def load_config(cls: type[T], path: str | os.PathLike | None = None,
         if not isinstance(loaded, dict):
             raise ConfigError(f"{p}: top level must be a mapping")
         data = loaded
-    apply_overrides(data, overrides)
+    overrides = list(overrides)
     try:
+        _seed_mappings(cls, data, overrides)
+        apply_overrides(data, overrides)
         return config_from_dict(cls, data)
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}" if path is not None else str(e)) from None

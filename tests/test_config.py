@@ -54,3 +54,50 @@ def test_save_load_round_trip(tmp_path):
     again = load_config(Cfg, tmp_path / "config.yaml")
     assert again == cfg
     assert config_to_dict(again)["optim"] == {"lr": 1e-3, "betas": [0.5, 0.6]}
+
+
+@dataclass
+class Scores:
+    patience: int = 3
+    scores: dict[str, list[float]] = field(default_factory=lambda: {"DPM": [0.0, 0.3], "SDP": [0.0, 0.5]})
+
+
+@dataclass
+class WithMaps:
+    mot: Scores = field(default_factory=Scores)
+    tags: dict[str, int] = field(default_factory=lambda: {"a": 1, "b": 2})
+    extra: dict[str, int] | None = None
+
+
+def test_dotted_override_merges_into_a_mapping(tmp_path):
+    cfg = load_config(WithMaps, None, ["mot.scores.SDP=[0.1, 0.6]", "mot.scores.FRCNN=[0, 0.5]", "tags.b=5"])
+    assert cfg.mot.scores == {"DPM": [0.0, 0.3], "SDP": [0.1, 0.6], "FRCNN": [0, 0.5]}
+    assert cfg.tags == {"a": 1, "b": 5}
+    assert WithMaps().mot.scores == {"DPM": [0.0, 0.3], "SDP": [0.0, 0.5]}  # defaults not mutated
+    p = tmp_path / "c.yaml"
+    p.write_text("mot:\n  patience: 9\n")  # the file sets the section but not the mapping
+    cfg = load_config(WithMaps, p, ["mot.scores.SDP=[0.2, 0.7]"])
+    assert cfg.mot.patience == 9 and cfg.mot.scores == {"DPM": [0.0, 0.3], "SDP": [0.2, 0.7]}
+    p.write_text("mot:\n  scores:\n    X: [1, 2]\n")  # a mapping written in the file replaces the default...
+    assert load_config(WithMaps, p).mot.scores == {"X": [1, 2]}
+    assert load_config(WithMaps, p, ["mot.scores.Y=[3, 4]"]).mot.scores == {"X": [1, 2], "Y": [3, 4]}  # ...and merges
+    # setting the field itself replaces the mapping; an unset optional mapping starts empty
+    assert load_config(WithMaps, None, ["mot.scores={Z: [0, 1]}"]).mot.scores == {"Z": [0, 1]}
+    assert load_config(WithMaps, None, ["extra.k=4"]).extra == {"k": 4}
+    with pytest.raises(ConfigError, match="patience"):
+        load_config(WithMaps, None, ["mot.patience.x=1"])
+    with pytest.raises(ConfigError, match=r"mot\.scorez"):
+        load_config(WithMaps, None, ["mot.scorez.SDP=1"])
+
+
+def test_detector_score_override_keeps_other_detectors(tmp_path):
+    """The case that motivated merging: one detector's thresholds from the command line."""
+    from trackers.multi_config import InferenceFileConfig
+
+    default = InferenceFileConfig().mot.detector_scores
+    for path in (None, tmp_path / "empty.yaml"):
+        if path is not None:
+            path.write_text("device: cpu\n")
+        cfg = load_config(InferenceFileConfig, path, ["mot.detector_scores.FRCNN=[0.0, 0.6]"])
+        assert cfg.mot.detector_scores == {**default, "FRCNN": [0.0, 0.6]}
+        assert cfg.mot.scores_for("FRCNN") == (0.0, 0.6) and cfg.mot.scores_for("DPM") == tuple(default["DPM"])

@@ -2,7 +2,9 @@
 
 Every threshold of the MOT logic lives here, with MOT17-minded defaults and no per-sequence
 tuning. Public-detector specific score thresholds (``DPM`` / ``FRCNN`` / ``SDP``, whose score
-scales differ) go in ``detector_scores``; they apply to every sequence of that detector.
+scales differ) go in ``detector_scores``; they apply to every sequence of that detector. One
+detector's pair can be overridden alone (``--set mot.detector_scores.FRCNN=[0.0,0.6]`` keeps the
+other detectors' pairs; :func:`deepmot.config.load_config` merges dotted keys into mappings).
 """
 
 from __future__ import annotations
