@@ -3,7 +3,8 @@ pipeline, on the MOT17-09 fixture (Lif_T) and on a larger synthetic MOT17-format
 
     python bench/evaluate.py [--fixtures ../shared/fixtures/mot17] [--seqs 4 --frames 600 --objects 30]
 
-Prints one table (seconds, best of ``--repeat``). All pipelines include reading the files.
+Prints one table (seconds, best of ``--repeat``). All pipelines include reading the files; the
+first row times our readers alone (``read_gt`` + ``read_results`` on every sequence).
 motmetrics' pipeline is ``io.loadtxt`` + ``utils.compare_to_groundtruth`` + ``compute_many``
 (numpy 2 needs the ``np.asfarray`` shim; no MOT17 preprocessing: it is motmetrics' own protocol).
 """
@@ -21,7 +22,15 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from deepmot.datasets.mot import SeqInfo, discover_sequences, write_gt, write_results, write_seqinfo  # noqa: E402
+from deepmot.datasets.mot import (  # noqa: E402
+    SeqInfo,
+    discover_sequences,
+    read_gt,
+    read_results,
+    write_gt,
+    write_results,
+    write_seqinfo,
+)
 from deepmot.evaluation import MODES, evaluate_tasks, tasks_from_folders  # noqa: E402
 
 
@@ -63,6 +72,16 @@ def run_ours(gt_fol: Path, trk_fol: Path, workers: int, mode: str = "official") 
     tasks, _ = tasks_from_folders(trk_fol, discover_sequences(gt_fol, "."))
     ev = evaluate_tasks(tasks, "mot17", MODES[mode], workers=workers)
     assert not ev.errors, ev.errors
+    return time.perf_counter() - t0
+
+
+def run_read(gt_fol: Path, trk_fol: Path) -> float:
+    """Only the text parsing part of ours: read every GT and result file (part of ``run_ours``)."""
+    t0 = time.perf_counter()
+    tasks, _ = tasks_from_folders(trk_fol, discover_sequences(gt_fol, "."))
+    for t in tasks:
+        read_gt(t.gt_path, t.num_frames)
+        read_results(t.results_path, t.num_frames)
     return time.perf_counter() - t0
 
 
@@ -131,6 +150,7 @@ def main() -> None:
     rows = []
     for label, gt_fol, trk_fol in datasets:
         times = {
+            "deepmot: reading the text files only": best(lambda: run_read(gt_fol, trk_fol), args.repeat),
             "deepmot official, 1 worker": best(lambda: run_ours(gt_fol, trk_fol, 1), args.repeat),
             "deepmot official, 2 workers": best(lambda: run_ours(gt_fol, trk_fol, 2), args.repeat),
             "deepmot motmetrics mode, 1 worker": best(lambda: run_ours(gt_fol, trk_fol, 1, "motmetrics"), args.repeat),
