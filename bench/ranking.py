@@ -1,9 +1,9 @@
 """Benchmark: bucketed vs plain ranking losses (BRS vs RS, BAP vs AP), forward + backward.
 
-Usage: ``python bench/ranking.py [--sizes 10000 100000] [--pos 0.01] [--repeats 7] [--threads 1]
-[--device cpu|cuda] [--dist ours|paper]``. Prints one table: wall time of forward+backward
-(best of ``--repeats``) for the plain and the bucketed loss, the speed-up, and the largest gradient difference between
-them at the default delta (bucketing is an approximation there) and at delta = 0 (where the
+Usage: ``python bench/ranking.py [--sizes 10000 100000] [--pos 0.01] [--repeats 15] [--threads 1]
+[--device cpu|cuda] [--dist ours|paper] [--clock wall|cpu]``. Prints one table: time of forward +
+backward (best of ``--repeats``; wall or CPU time) for the plain and the bucketed loss, the
+speed-up, and the largest gradient difference between them at the default delta (bucketing is an approximation there) and at delta = 0 (where the
 bucketed gradient must equal the plain one, Thm 4.1 of Yavuz et al.).
 
 Inputs: ``L`` logits with a fraction ``--pos`` of positives; ``--dist ours``: positives ~ N(0.5, 1),
@@ -42,20 +42,22 @@ def run(fn, s: torch.Tensor, t: torch.Tensor, **kw) -> torch.Tensor:
     return x.grad
 
 
-def timed(fn, s, t, repeats: int, **kw) -> float:
+def timed(fn, s, t, repeats: int, clock=time.perf_counter, **kw) -> float:
     """Best (minimum) seconds of forward+backward over ``repeats`` runs, after one warm-up.
 
-    The minimum, not the median: on a shared host, contention only ever adds time."""
+    The minimum, not the median: on a shared host, contention only ever adds time. ``clock``:
+    ``time.perf_counter`` (wall) or ``time.process_time`` (CPU time of this process: less sensitive
+    to other jobs on a loaded host; CPU only)."""
     run(fn, s, t, **kw)
     times = []
     for _ in range(repeats):
         if s.is_cuda:
             torch.cuda.synchronize()
-        t0 = time.perf_counter()
+        t0 = clock()
         run(fn, s, t, **kw)
         if s.is_cuda:
             torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
+        times.append(clock() - t0)
     return min(times)
 
 
@@ -64,17 +66,20 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
     ap.add_argument("--pos", type=float, default=0.01)
-    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dist", choices=["ours", "paper"], default="ours")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                    help="wall time, or CPU time of this process (less noisy on a shared CPU host)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    clock = time.process_time if args.clock == "cpu" else time.perf_counter
 
     losses = [("RS / BRS", rank_sort_loss, 0.5, {}), ("AP / BAP", ap_loss, 1.0, {})]
     print(f"device={args.device} threads={args.threads} dist={args.dist} positives={args.pos:.1%} "
-          f"repeats={args.repeats} torch={torch.__version__}")
+          f"repeats={args.repeats} clock={args.clock} torch={torch.__version__}")
     header = f"{'L':>8} {'loss':<9} {'delta':>5} {'plain ms':>9} {'bucket ms':>9} {'speed-up':>8} " \
              f"{'max|dg| @delta':>14} {'max|dg| @0':>11}"
     print(header)
@@ -82,8 +87,8 @@ def main(argv: list[str] | None = None) -> None:
     for n in args.sizes:
         s, t = make_inputs(n, args.pos, args.dist, args.seed, args.device)
         for name, fn, delta, kw in losses:
-            t_plain = timed(fn, s, t, args.repeats, delta=delta, bucketed=False, **kw)
-            t_buck = timed(fn, s, t, args.repeats, delta=delta, bucketed=True, **kw)
+            t_plain = timed(fn, s, t, args.repeats, clock, delta=delta, bucketed=False, **kw)
+            t_buck = timed(fn, s, t, args.repeats, clock, delta=delta, bucketed=True, **kw)
             d_delta = (run(fn, s, t, delta=delta, bucketed=False, **kw)
                        - run(fn, s, t, delta=delta, bucketed=True, **kw)).abs().max().item()
             d_zero = (run(fn, s, t, delta=0.0, bucketed=False, **kw)

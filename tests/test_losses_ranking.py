@@ -248,15 +248,94 @@ def test_rank_and_sort_have_separate_gradients():
     assert torch.all(g_s[t <= 0] == 0)  # sorting error only moves positives
 
 
-def test_chunking_does_not_change_results(monkeypatch):
+@pytest.mark.parametrize("bucketed", [False, True])
+@pytest.mark.parametrize("delta", [0.0, 0.5])
+def test_chunking_does_not_change_results(monkeypatch, bucketed, delta):
+    """Row blocks (with a reused buffer and a partial last block) give the one-block results."""
     s, t = _sample(3, 3000, 0.05, True)
-    ref_vals = [_run(fn, s, t, bucketed=False) for fn in (rank_sort_loss, ap_loss)]
+    ref_vals = [_run(fn, s, t, bucketed=bucketed, delta=delta) for fn in (rank_sort_loss, ap_loss)]
     monkeypatch.setattr(ranking, "_BLOCK_ELEMS", 1000)  # a few positives per block
     monkeypatch.setattr(ranking, "_POS_BLOCK_ELEMS", 1000)
     for fn, (v0, g0) in zip((rank_sort_loss, ap_loss), ref_vals):
-        v1, g1 = _run(fn, s, t, bucketed=False)
+        v1, g1 = _run(fn, s, t, bucketed=bucketed, delta=delta)
         np.testing.assert_allclose(v1, v0, atol=1e-12)
         np.testing.assert_allclose(g1, g0, atol=1e-12)
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 10_000), p=st.integers(1, 300), m=st.integers(0, 2000),
+       layout=st.sampled_from(["normal", "grid", "cluster", "tied", "huge", "extreme", "tiny_span"]),
+       dtype=st.sampled_from([torch.float32, torch.float64]))
+def test_bucket_lookup_equals_searchsorted(seed, p, m, layout, dtype):
+    """The grid lookup behind the buckets is exactly ``searchsorted(right=True)``, crowded cells included."""
+    g = np.random.default_rng(seed)
+    a, x = g.normal(size=p), g.normal(scale=2.0, size=m)
+    if layout == "grid":  # exact ties between sorted values and queries
+        a, x = np.round(a * 4) / 4, np.round(x * 4) / 4
+    elif layout == "cluster":  # most values in one tiny interval: crowded cells -> searchsorted fallback
+        a[: p * 3 // 4] = 1e-6 * g.normal(size=p * 3 // 4)
+        x[: m // 2] = 1e-6 * g.normal(size=m // 2)
+    elif layout == "tied":
+        a[:] = 0.25
+        x[: m // 3] = 0.25
+    elif layout == "huge":
+        a, x = a * 1e30, x * 1e30
+    elif layout == "extreme":  # the span overflows float32
+        a, x = np.clip(a * 1e38, -3e38, 3e38), np.clip(x * 1e38, -3e38, 3e38)
+    elif layout == "tiny_span":  # span of the sorted values below float32 resolution of the scale
+        a = 1.0 + 1e-45 * np.arange(p)
+    asc = torch.sort(torch.tensor(a, dtype=dtype)).values
+    q = torch.tensor(x, dtype=dtype)
+    assert torch.equal(ranking._count_at_or_below(asc, q), torch.searchsorted(asc, q, right=True))
+
+
+@pytest.mark.parametrize("ties", [False, True])
+def test_bucketed_equals_plain_held_out(ties):
+    """Held-out seed (not used for tuning), 2 % positives, crowded positives: BRS = RS and BAP = AP at
+    delta = 0 (float64, exactly up to summation order) and, without exact ties, to float32 accuracy at
+    delta = 1e-7 (a tie has H = 1/2 for any delta > 0 but sits in the bucket above the positive)."""
+    g = np.random.default_rng(424242)
+    n = 4000
+    s = g.normal(size=n)
+    pos = g.random(n) < 0.02
+    cluster = np.flatnonzero(pos)[: pos.sum() // 2]
+    s[cluster] = 0.3 + 1e-9 * g.normal(size=cluster.size)  # crowded positives: the lookup's fallback path
+    if ties:
+        s = np.round(s * 3) / 3
+    t = np.where(pos, g.uniform(0.05, 1.0, n), 0.0)
+    t[g.random(n) < 0.05] = -1.0
+    for fn, kw in ((rank_sort_loss, {}), (ap_loss, {}), (ap_loss, dict(interpolated=False, self_term=None))):
+        v0, g0 = _run(fn, torch.tensor(s), torch.tensor(t), delta=0.0, bucketed=False, **kw)
+        v1, g1 = _run(fn, torch.tensor(s), torch.tensor(t), delta=0.0, bucketed=True, **kw)
+        np.testing.assert_allclose(v1, v0, atol=1e-12)
+        np.testing.assert_allclose(g1, g0, atol=1e-12)
+        if ties:
+            continue
+        s32, t32 = torch.tensor(s, dtype=torch.float32), torch.tensor(t, dtype=torch.float32)
+        v0, g0 = _run(fn, s32, t32, delta=1e-7, bucketed=False, **kw)
+        v1, g1 = _run(fn, s32, t32, delta=1e-7, bucketed=True, **kw)
+        np.testing.assert_allclose(v1, v0, atol=1e-6)
+        np.testing.assert_allclose(g1, g0, atol=1e-6)
+
+
+@pytest.mark.parametrize("bucketed", [False, True])
+def test_all_negative_and_all_positive_inputs(bucketed):
+    """No positives: zero losses and gradients. No negatives: ranking loss 0 and the RS sorting terms
+    equal the loop oracle's."""
+    s = torch.tensor(np.random.default_rng(77).normal(size=40))
+    for fn in (rank_sort_loss, ap_loss):
+        v, g = _run(fn, s, torch.zeros(40, dtype=s.dtype), bucketed=bucketed)
+        assert np.all(v == 0) and np.all(g == 0)
+    t = torch.tensor(np.random.default_rng(78).uniform(0.1, 1.0, 40))
+    x = s.clone().requires_grad_(True)
+    r, so = rank_sort_loss(x, t, bucketed=bucketed)
+    (gs,) = torch.autograd.grad(so, x, retain_graph=True)
+    (gr,) = torch.autograd.grad(r, x)
+    lr, ls, _, gr_ref, gs_ref = _oracle(s.numpy(), t.numpy(), 0.5, 0.5, interpolated=False)
+    assert r.item() == lr == 0 and so.item() == pytest.approx(ls, abs=1e-12)
+    np.testing.assert_allclose(gs.numpy(), gs_ref, atol=1e-12)
+    assert torch.all(gr == 0) and np.all(gr_ref == 0)
+    assert ap_loss(s, t, bucketed=bucketed).item() == 0
 
 
 def test_nonfinite_ignore_drops_entries_and_keeps_shape():
