@@ -69,7 +69,8 @@ class HungarianMatcher(BaseMatcher):
             pi, gi = np.flatnonzero(pf[b]), np.flatnonzero(gf[b])
             if pi.size == 0 or gi.size == 0:
                 continue
-            sub = c64[b][np.ix_(pi, gi)]
+            full = pi.size == c64.shape[1] and gi.size == c64.shape[2] - 1
+            sub = c64[b, :, :-1] if full else c64[b][np.ix_(pi, gi)]  # no copy when all are free
             bg = c64[b, pi, -1] if self.background_threshold else None
             r, c = hungarian_pairs(sub, bg)
             dev = cost.device
