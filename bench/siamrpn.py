@@ -20,8 +20,8 @@ import torch
 
 from trackers.siamrpn import build_siamrpn
 from trackers.siamrpn.crop import channel_average, crop_batch
-from trackers.siamrpn.tracker import BatchedSiamRPNTracker, SiamRPNTracker, propose, search_scales, \
-    template_sizes, update_state
+from trackers.siamrpn.postprocess import propose, search_scales, template_sizes, update_state
+from trackers.siamrpn.tracker import BatchedSiamRPNTracker, SiamRPNTracker
 
 MODELS = {"alex": "siamrpn_alex_dwxcorr", "r50": "siamrpn_r50_l234_dwxcorr"}
 

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from trackers.siamrpn.anchors import anchor_grid, anchor_shapes, cosine_window, grid_origin
 from trackers.siamrpn.crop import channel_average, crop_batch, get_subwindow
-from trackers.siamrpn.tracker import BatchedSiamRPNTracker, SiamRPNTracker, TrackParams, propose, \
+from trackers.siamrpn.tracker import SiamRPNTracker, TrackParams, propose, \
     update_state
 
 FIX = "pysot/siamrpn_alex_dwxcorr"

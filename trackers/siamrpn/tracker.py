@@ -1,12 +1,17 @@
-"""PySOT's ``SiamRPNTracker`` inference procedure, batched over N targets (spec §3.5-3.7).
+"""PySOT's ``SiamRPNTracker`` / ``SiamRPNLTTracker`` inference procedure, batched over N targets
+(spec §3.5-3.8).
 
 :class:`BatchedSiamRPNTracker` holds N targets of one video (ids, centres, sizes, padding colours,
 template crops and stacked template features). One :meth:`~BatchedSiamRPNTracker.track` call
 crops every target's search window, runs **one** network pass for all of them (per-target
 templates: the depthwise correlation is grouped per sample by the model) and post-processes all
-targets at once (scale/ratio penalties, cosine window, size smoothing with ``lr``, clipping).
+targets at once (:mod:`.postprocess`: penalties, cosine window, size smoothing, clipping).
 :class:`SiamRPNTracker` is the PySOT-style single-target ``init``/``track`` API on top of it, so
 one target through the batched path is the single-target path.
+
+With ``params.long_term`` (config ``tracker: SiamRPNLTTracker``) each target follows PySOT's
+long-term procedure on its own: lost targets are searched in a ``lost_instance_size`` crop with
+almost no window, the others as usual; each mode's crops go through the network as one batch.
 
 Numerics follow PySOT: scores and decoded boxes in float32 (as the network's outputs), penalties,
 window and state in float64, ``round``/``floor`` exactly as PySOT (see :mod:`.crop`). The
@@ -23,62 +28,18 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from trackers.siamrpn.anchors import Flavour, anchor_grid, cosine_window, score_size
-from trackers.siamrpn.config import SiamRPNConfig
+from trackers.siamrpn.anchors import anchor_grid, cosine_window
 from trackers.siamrpn.crop import channel_average, crop_batch
+from trackers.siamrpn.params import TrackParams
+from trackers.siamrpn.postprocess import Proposals, check_finite, next_lost, propose, search_scales, \
+    template_sizes, update_state, update_state_long_term
 
+# the post-processing names stay importable from here (tests, train_step, bench use them)
 __all__ = ["TrackParams", "TargetState", "Proposals", "TrackResult", "BatchedSiamRPNTracker",
-           "SiamRPNTracker", "propose", "update_state", "check_finite", "template_sizes",
-           "search_scales", "take_features", "cat_features"]
+           "SiamRPNTracker", "propose", "update_state", "update_state_long_term", "check_finite",
+           "template_sizes", "search_scales", "take_features", "cat_features"]
 
 Features = Tensor | list[Tensor]
-
-
-# --------------------------------------------------------------------------- parameters
-_PYSOT = SiamRPNConfig()  # one source of the default tracking/anchor values
-
-
-@dataclass(frozen=True)
-class TrackParams:
-    """Tracking hyper-parameters (PySOT ``cfg.TRACK`` + ``cfg.ANCHOR``); the defaults are those of
-    :class:`~trackers.siamrpn.config.SiamRPNConfig` (PySOT's)."""
-
-    exemplar_size: int = _PYSOT.exemplar_size
-    instance_size: int = _PYSOT.instance_size
-    base_size: int = _PYSOT.base_size
-    context_amount: float = _PYSOT.context_amount
-    penalty_k: float = _PYSOT.penalty_k
-    window_influence: float = _PYSOT.window_influence
-    lr: float = _PYSOT.lr
-    stride: int = _PYSOT.anchor_stride
-    ratios: tuple[float, ...] = tuple(_PYSOT.anchor_ratios)
-    scales: tuple[float, ...] = tuple(_PYSOT.anchor_scales)
-    flavour: Flavour = _PYSOT.flavour
-    min_size: float = 10.0  # clipping floor for width/height (pixels), PySOT's _bbox_clip
-
-    @property
-    def score_size(self) -> int:
-        """Side S of the score map for ``instance_size``."""
-        return score_size(self.instance_size, self.exemplar_size, self.stride, self.base_size)
-
-    @property
-    def anchor_num(self) -> int:
-        """Anchors per cell, A."""
-        return len(self.ratios) * len(self.scales)
-
-    @classmethod
-    def from_config(cls, cfg: Any, **overrides: Any) -> "TrackParams":
-        """Parameters of a :class:`~trackers.siamrpn.config.SiamRPNConfig` (``None``: PySOT defaults),
-        with keyword overrides (e.g. ``flavour="dasiamrpn"``)."""
-        values: dict[str, Any] = {}
-        if cfg is not None:
-            values = dict(exemplar_size=cfg.exemplar_size, instance_size=cfg.instance_size,
-                          base_size=cfg.base_size, context_amount=cfg.context_amount,
-                          penalty_k=cfg.penalty_k, window_influence=cfg.window_influence, lr=cfg.lr,
-                          stride=cfg.anchor_stride, ratios=tuple(float(r) for r in cfg.anchor_ratios),
-                          scales=tuple(float(r) for r in cfg.anchor_scales), flavour=getattr(cfg, "flavour", "pysot"))
-        values.update(overrides)
-        return cls(**values)
 
 
 # --------------------------------------------------------------------------- state
@@ -89,7 +50,8 @@ class TargetState:
     ``center`` ``(N, 2)`` float64 ``cx, cy`` and ``size`` ``(N, 2)`` float64 ``w, h`` (image pixels,
     PySOT convention ``cx = x + (w - 1) / 2``); ``channel_average`` ``(N, 3)`` float64 BGR padding
     colour fixed at init; ``templates`` ``(N, 3, Z, Z)`` float32 template crops (kept so training
-    can re-encode them with gradient); ``zf`` template features, batch N (tensor or list per level).
+    can re-encode them with gradient); ``zf`` template features, batch N (tensor or list per level);
+    ``lost`` ``(N,)`` bool, the long-term tracker's per-target lost state (always False otherwise).
     """
 
     ids: list[int] = field(default_factory=list)
@@ -98,6 +60,11 @@ class TargetState:
     channel_average: Tensor = field(default_factory=lambda: torch.zeros(0, 3, dtype=torch.float64))
     templates: Tensor | None = None
     zf: Features | None = None
+    lost: Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if self.lost is None:
+            self.lost = torch.zeros(len(self.ids), dtype=torch.bool)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -113,7 +80,7 @@ class TargetState:
             ids=[self.ids[int(i)] for i in idx],
             center=self.center[idx], size=self.size[idx], channel_average=self.channel_average[idx],
             templates=None if self.templates is None else self.templates[idx.to(self.templates.device)],
-            zf=None if self.zf is None else take_features(self.zf, idx))
+            zf=None if self.zf is None else take_features(self.zf, idx), lost=self.lost[idx])
 
     @staticmethod
     def concat(a: "TargetState", b: "TargetState") -> "TargetState":
@@ -126,7 +93,7 @@ class TargetState:
             ids=a.ids + b.ids, center=torch.cat([a.center, b.center]), size=torch.cat([a.size, b.size]),
             channel_average=torch.cat([a.channel_average, b.channel_average]),
             templates=torch.cat([a.templates, b.templates]) if a.templates is not None else None,
-            zf=cat_features(a.zf, b.zf))
+            zf=cat_features(a.zf, b.zf), lost=torch.cat([a.lost, b.lost]))
 
 
 def take_features(zf: Features, idx: Tensor) -> Features:
@@ -141,125 +108,6 @@ def cat_features(a: Features, b: Features) -> Features:
     if isinstance(a, Tensor):
         return torch.cat([a, b])
     return [torch.cat([x, y]) for x, y in zip(a, b)]
-
-
-# --------------------------------------------------------------------------- geometry
-def _context_side(size: Tensor, context_amount: float) -> Tensor:
-    """``sqrt(w_z * h_z)`` with ``w_z = w + ca * (w + h)``: ``(N,)`` float64 image pixels."""
-    ctx = context_amount * size.sum(dim=1)
-    return torch.sqrt((size[:, 0] + ctx) * (size[:, 1] + ctx))
-
-
-def template_sizes(size: Tensor, params: TrackParams) -> Tensor:
-    """Template window sides ``round(s_z)`` (half to even, as PySOT's ``round``): ``(N,)`` int64."""
-    return torch.round(_context_side(size, params.context_amount)).long()
-
-
-def search_scales(size: Tensor, params: TrackParams) -> tuple[Tensor, Tensor]:
-    """``scale_z = exemplar / s_z`` ``(N,)`` float64 and the integer search window ``round(s_x)``
-    ``(N,)`` int64, ``s_x = s_z * instance / exemplar`` (image pixels)."""
-    s_z = _context_side(size, params.context_amount)
-    scale_z = params.exemplar_size / s_z
-    s_x = s_z * (params.instance_size / params.exemplar_size)
-    return scale_z, torch.round(s_x).long()
-
-
-# --------------------------------------------------------------------------- post-processing
-@dataclass
-class Proposals:
-    """The per-anchor quantities of one track step for N targets (K = A*S*S anchors).
-
-    ``score`` ``(N, K)`` float32 foreground probability; ``pred`` ``(N, 4, K)`` decoded ``cx, cy, w, h``
-    in search-crop pixels relative to the crop centre (dtype of ``loc``; differentiable w.r.t. it);
-    ``penalty`` ``(N, K)`` float64 scale/ratio penalty; ``best`` ``(N,)`` selected anchor (argmax of the
-    windowed penalised score, first on ties); ``scale_z`` ``(N,)`` float64 crop-pixels per image pixel.
-    """
-
-    score: Tensor
-    pred: Tensor
-    penalty: Tensor
-    best: Tensor
-    scale_z: Tensor
-
-    def best_score(self) -> Tensor:
-        """Unpenalised foreground probability at the selected anchor, ``(N,)`` float32."""
-        return self.score.gather(1, self.best[:, None]).squeeze(1)
-
-    def best_pred(self) -> Tensor:
-        """Decoded ``cx, cy, w, h`` (crop pixels) at the selected anchor, ``(N, 4)``, with grad."""
-        n = self.pred.shape[0]
-        return self.pred.gather(2, self.best.view(n, 1, 1).expand(n, 4, 1)).squeeze(2)
-
-    def lr(self, params: TrackParams) -> Tensor:
-        """Size-smoothing rate ``penalty * score * LR`` at the selected anchor, ``(N,)`` float64."""
-        pen = self.penalty.gather(1, self.best[:, None]).squeeze(1)
-        return pen * self.best_score().double() * params.lr
-
-
-def propose(cls: Tensor, loc: Tensor, size: Tensor, anchors: Tensor, window: Tensor,
-            params: TrackParams) -> Proposals:
-    """Score, decode, penalise and select for N targets at once (PySOT ``track`` steps 3-5).
-
-    ``cls`` ``(N, 2A, S, S)``, ``loc`` ``(N, 4A, S, S)`` network outputs; ``size`` ``(N, 2)`` float64
-    current target sizes (image pixels); ``anchors`` ``(K, 4)`` float32 ``cx, cy, w, h``; ``window``
-    ``(K,)`` float64. ``pred`` keeps the autograd graph of ``loc``; everything used for the selection
-    (score, penalty, window) is computed from detached values.
-    """
-    n = cls.shape[0]
-    k = anchors.shape[0]
-    dev = loc.device
-    score = torch.softmax(cls.detach().reshape(n, 2, k), dim=1)[:, 1]
-    delta = loc.reshape(n, 4, k)
-    anc = anchors.to(device=dev, dtype=loc.dtype)
-    pred = torch.stack([delta[:, 0] * anc[:, 2] + anc[:, 0],
-                        delta[:, 1] * anc[:, 3] + anc[:, 1],
-                        torch.exp(delta[:, 2]) * anc[:, 2],
-                        torch.exp(delta[:, 3]) * anc[:, 3]], dim=1)
-    pw, ph = pred[:, 2].detach(), pred[:, 3].detach()
-    size = size.to(dev)
-    scale_z = params.exemplar_size / _context_side(size, params.context_amount)
-
-    def sz(w: Tensor, h: Tensor) -> Tensor:
-        pad = (w + h) * 0.5
-        return torch.sqrt((w + pad) * (h + pad))
-
-    def change(r: Tensor) -> Tensor:
-        return torch.maximum(r, 1.0 / r)
-
-    # dtypes as PySOT: terms of the prediction in float32, the state's terms in float64
-    s_c = change(sz(pw, ph).double() / sz(size[:, 0] * scale_z, size[:, 1] * scale_z)[:, None])
-    r_c = change((size[:, 0] / size[:, 1])[:, None] / (pw / ph).double())
-    penalty = torch.exp(-(r_c * s_c - 1) * params.penalty_k)
-    pscore = penalty * score.double()
-    pscore = pscore * (1 - params.window_influence) + window.to(dev) * params.window_influence
-    best = torch.argmax(pscore, dim=1)
-    return Proposals(score=score, pred=pred, penalty=penalty, best=best, scale_z=scale_z)
-
-
-def update_state(center: Tensor, size: Tensor, props: Proposals, params: TrackParams,
-                 image_hw: tuple[int, int]) -> tuple[Tensor, Tensor]:
-    """PySOT's state update (steps 6-8): move the centre by the selected box, smooth the size with
-    ``lr``, clip. Returns new ``center`` and ``size`` ``(N, 2)`` float64 (detached)."""
-    dev = center.device
-    bbox = props.best_pred().detach().double().to(dev) / props.scale_z.to(dev)[:, None]
-    lr = props.lr(params).to(dev)[:, None]
-    new_center = center + bbox[:, :2]
-    new_size = size * (1 - lr) + bbox[:, 2:] * lr
-    h, w = image_hw
-    lim = torch.tensor([float(w), float(h)], dtype=torch.float64, device=dev)
-    new_center = torch.minimum(new_center.clamp(min=0.0), lim)
-    new_size = torch.minimum(new_size, lim).clamp(min=params.min_size)
-    return new_center, new_size
-
-
-def check_finite(a: Tensor, b: Tensor, ids: Sequence[int], what: str = "network outputs cls/loc") -> None:
-    """Raise ``FloatingPointError`` naming the targets (rows of ``a``/``b``) holding NaN/inf; PySOT
-    would instead fail later inside the next crop with an unrelated message."""
-    bad = ~(torch.isfinite(a).flatten(1).all(1) & torch.isfinite(b).flatten(1).all(1))
-    if bad.any():
-        rows = bad.nonzero().flatten().tolist()
-        raise FloatingPointError(f"non-finite {what} for target id(s) {[ids[r] for r in rows]}; "
-                                 "check the weights (uncalibrated BatchNorm, exploding regression?)")
 
 
 # --------------------------------------------------------------------------- trackers
@@ -299,8 +147,8 @@ class BatchedSiamRPNTracker:
         self.model = model.eval()
         self.params = params if params is not None else TrackParams.from_config(getattr(model, "cfg", None))
         p = self.params
-        self.anchors = torch.from_numpy(anchor_grid(p.score_size, p.stride, p.ratios, p.scales, p.flavour))
-        self.window = torch.from_numpy(cosine_window(p.score_size, p.anchor_num))
+        self._grids: dict[int, tuple[Tensor, Tensor]] = {}
+        self.anchors, self.window = self.grid(p.instance_size)
         self.max_batch = max_batch
         self.state = TargetState()
         self._next_id = 0
@@ -382,7 +230,8 @@ class BatchedSiamRPNTracker:
             ids=list(s.ids), center=put(s.center, fresh.center), size=put(s.size, fresh.size),
             channel_average=put(s.channel_average, fresh.channel_average),
             templates=put(s.templates, fresh.templates),
-            zf=put(s.zf, fresh.zf) if isinstance(s.zf, Tensor) else [put(f, g) for f, g in zip(s.zf, fresh.zf)])
+            zf=put(s.zf, fresh.zf) if isinstance(s.zf, Tensor) else [put(f, g) for f, g in zip(s.zf, fresh.zf)],
+            lost=put(s.lost, fresh.lost))
 
     # ----------------------------------------------------------------- network
     def _chunks(self, n: int) -> list[slice]:
@@ -399,13 +248,26 @@ class BatchedSiamRPNTracker:
             return torch.cat(outs)
         return [torch.cat([o[lvl] for o in outs]) for lvl in range(len(outs[0]))]
 
-    def search_crops(self, img: np.ndarray, state: TargetState | None = None) -> tuple[Tensor, Tensor]:
-        """Search crops ``(N, 3, X, X)`` float32 for every target of ``state`` (default: the tracker's)
-        and their ``scale_z`` ``(N,)`` float64."""
+    def grid(self, instance_size: int) -> tuple[Tensor, Tensor]:
+        """Anchors ``(K, 4)`` float32 ``cx, cy, w, h`` (crop pixels from the crop centre) and cosine
+        window ``(K,)`` float64 of a ``instance_size`` search crop (cached per size)."""
+        if instance_size not in self._grids:
+            p = self.params
+            size = p.score_size_for(instance_size)
+            self._grids[instance_size] = (
+                torch.from_numpy(anchor_grid(size, p.stride, p.ratios, p.scales, p.flavour)),
+                torch.from_numpy(cosine_window(size, p.anchor_num)))
+        return self._grids[instance_size]
+
+    def search_crops(self, img: np.ndarray, state: TargetState | None = None,
+                     instance_size: int | None = None) -> tuple[Tensor, Tensor]:
+        """Search crops ``(N, 3, X, X)`` float32 (``X = instance_size``, default ``params.instance_size``)
+        for every target of ``state`` (default: the tracker's) and their ``scale_z`` ``(N,)`` float64."""
         s = self.state if state is None else state
         p = self.params
-        scale_z, s_x = search_scales(s.size, p)
-        x = crop_batch(img, s.center.numpy(), p.instance_size, s_x.numpy(), s.channel_average.numpy(), p.flavour)
+        x_size = p.instance_size if instance_size is None else instance_size
+        scale_z, s_x = search_scales(s.size, p, x_size)
+        x = crop_batch(img, s.center.numpy(), x_size, s_x.numpy(), s.channel_average.numpy(), p.flavour)
         return x, scale_z
 
     def network(self, zf: Features, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -419,20 +281,52 @@ class BatchedSiamRPNTracker:
 
     # ----------------------------------------------------------------- tracking
     def track(self, img: np.ndarray) -> TrackResult:
-        """Track every live target into BGR uint8 ``img`` ``(H, W, 3)``; updates the state (PySOT ``track``)."""
+        """Track every live target into BGR uint8 ``img`` ``(H, W, 3)``; updates the state (PySOT
+        ``track``, or ``SiamRPNLTTracker.track`` per target when ``params.long_term``)."""
         s = self.state
         if len(s) == 0:
             return TrackResult(ids=[], bbox=torch.zeros(0, 4, dtype=torch.float64),
                                best_score=torch.zeros(0, dtype=torch.float32))
-        x, _ = self.search_crops(img)
-        with torch.no_grad():
-            cls, loc = self.network(s.zf, x)
-            check_finite(cls, loc, s.ids)
-            props = propose(cls, loc, s.size, self.anchors, self.window, self.params)
+        if self.params.long_term:
+            return self._track_long_term(img)
+        props = self._propose(img, s, self.params.instance_size, self.params.window_influence)
         center, size = (t.cpu() for t in update_state(s.center, s.size, props, self.params, img.shape[:2]))
         check_finite(center, size, s.ids, "state update (box regression overflow?)")
         s.center, s.size = center, size
         return TrackResult(ids=list(s.ids), bbox=s.boxes_xywh(), best_score=props.best_score().cpu())
+
+    def _propose(self, img: np.ndarray, s: TargetState, instance_size: int, window_influence: float) -> Proposals:
+        """Crop, network pass and proposals of the targets of ``s`` at one search size (no grad)."""
+        anchors, window = self.grid(instance_size)
+        x, _ = self.search_crops(img, s, instance_size)
+        with torch.no_grad():
+            cls, loc = self.network(s.zf, x)
+            check_finite(cls, loc, s.ids)
+            return propose(cls, loc, s.size, anchors, window, self.params, window_influence)
+
+    def _track_long_term(self, img: np.ndarray) -> TrackResult:
+        """PySOT's long-term step for every target: lost and normal targets are cropped at their
+        mode's size and run as one batch per mode; the state is kept below ``confidence_low`` and
+        stored unclipped (only the reported box is clipped); then the lost flags are updated."""
+        s, p = self.state, self.params
+        n = len(s)
+        center, size = s.center.clone(), s.size.clone()
+        box_c, box_s = center.clone(), size.clone()
+        best = torch.zeros(n, dtype=torch.float32)
+        for lost in (False, True):
+            rows = (s.lost == lost).nonzero().flatten()
+            if len(rows) == 0:
+                continue
+            sub = s.take(rows) if len(rows) < n else s
+            instance_size, window_influence = p.mode(lost)
+            props = self._propose(img, sub, instance_size, window_influence)
+            c, z, bc, bz = (t.cpu() for t in update_state_long_term(sub.center, sub.size, props, p, img.shape[:2]))
+            center[rows], size[rows], box_c[rows], box_s[rows] = c, z, bc, bz
+            best[rows] = props.best_score().cpu()
+        check_finite(center, size, s.ids, "state update (box regression overflow?)")
+        s.center, s.size = center, size
+        s.lost = next_lost(s.lost, best, p)
+        return TrackResult(ids=list(s.ids), bbox=torch.cat([box_c - box_s / 2, box_s], dim=1), best_score=best)
 
 
 class SiamRPNTracker:

@@ -23,6 +23,9 @@ state written by :func:`commit` is PySOT's smoothed and clipped update, i.e. exa
 :meth:`BatchedSiamRPNTracker.track` would have produced from the same network outputs.
 
 BatchNorm layers are put in eval mode (running statistics, no update), as DeepMOT v2 does.
+The step always follows the short-term procedure (``instance_size`` crop, the configured window
+influence, clipped state), also for a long-term tracker (``params.long_term``); it leaves the
+long-term lost flags as they are.
 """
 
 from __future__ import annotations
@@ -35,8 +38,9 @@ import torch
 from torch import Tensor, nn
 
 from deepmot.boxes import cxcywh_to_xyxy
-from trackers.siamrpn.tracker import BatchedSiamRPNTracker, Proposals, TargetState, TrackParams, \
-    check_finite, propose, update_state
+from trackers.siamrpn.params import TrackParams
+from trackers.siamrpn.postprocess import Proposals, check_finite, propose, update_state
+from trackers.siamrpn.tracker import BatchedSiamRPNTracker, TargetState
 
 __all__ = ["TrainStepOutput", "train_step", "commit", "selected_boxes", "freeze_batchnorm"]
 
