@@ -32,6 +32,7 @@ from deepmot.errors import MissingDataError
 from .checkpoint import load_pysot_checkpoint
 from .model import SiamRPN, build_siamrpn
 from .pairs import PairSampler
+from .params import TrackParams
 from .targets import anchor_targets, rpn_loss
 
 __all__ = ["PretrainConfig", "pretrain", "evaluate_sot", "main", "SYNTHETIC_WEIGHTS"]
@@ -174,13 +175,15 @@ def _np_state_from(d: dict) -> dict:
 @torch.no_grad()
 def evaluate_sot(model: SiamRPN, root: str | Path, split: str = "test", iou_threshold: float = 0.5,
                  max_tracks: int | None = None, sequences: list[str] | None = None,
-                 per_sequence: dict[str, dict[str, float]] | None = None) -> dict[str, float]:
+                 per_sequence: dict[str, dict[str, float]] | None = None,
+                 params: TrackParams | None = None) -> dict[str, float]:
     """Single-object success rate: every scored GT object (class 1, flag 1) of ``root/split``
     (one variant per sequence) is tracked alone from its first GT box until its last GT frame;
     success = share of its later GT frames where the tracked box has IoU > ``iou_threshold``.
     Objects run side by side in one batched tracker (independent templates and states).
     ``sequences``: only these base names (e.g. ``MOT17-11``). ``per_sequence``: a dict filled with
-    the same numbers per sequence. Returns ``{"success", "frames", "tracks", "mean_iou"}``."""
+    the same numbers per sequence. ``params``: tracking hyper-parameters (default: the model's
+    config). Returns ``{"success", "frames", "tracks", "mean_iou"}``."""
     model.eval()
     totals = np.zeros(4)                     # hits, frames, tracks, sum of IoU
     seen = set()
@@ -190,7 +193,7 @@ def evaluate_sot(model: SiamRPN, root: str | Path, split: str = "test", iou_thre
             continue
         seen.add(base)
         left = None if max_tracks is None else max(0, max_tracks - int(totals[2]))
-        counts = _track_sequence(model, info, iou_threshold, left)
+        counts = _track_sequence(model, info, iou_threshold, left, params)
         totals += counts
         if per_sequence is not None and counts[2] > 0:
             per_sequence[base] = _summary(counts)
@@ -203,7 +206,8 @@ def _summary(counts: np.ndarray) -> dict[str, float]:
             "mean_iou": iou_sum / max(frames, 1.0)}
 
 
-def _track_sequence(model: SiamRPN, info, iou_threshold: float, max_tracks: int | None) -> np.ndarray:
+def _track_sequence(model: SiamRPN, info, iou_threshold: float, max_tracks: int | None,
+                    params: TrackParams | None = None) -> np.ndarray:
     """Track the first ``max_tracks`` scored objects of one sequence; ``[hits, frames, tracks, sum IoU]``."""
     from .tracker import BatchedSiamRPNTracker  # the tracking procedure (another module's job)
     import cv2
@@ -216,7 +220,7 @@ def _track_sequence(model: SiamRPN, info, iou_threshold: float, max_tracks: int 
         return counts
     first = {int(i): int(rows.frame[rows.id == i].min()) for i in ids}
     last = {int(i): int(rows.frame[rows.id == i].max()) for i in ids}
-    tracker = BatchedSiamRPNTracker(model)
+    tracker = BatchedSiamRPNTracker(model, params)
     for f in range(min(first.values()), max(last.values()) + 1):
         img = cv2.imread(str(info.image_path(f)), cv2.IMREAD_COLOR)
         if img is None:
