@@ -67,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.tracker is not None:
-        from deepmot.engine.deepmot_train import config_from_args, run
+        from deepmot.engine.deepmot_cli import config_from_args
+        from deepmot.engine.deepmot_train import run
 
         run(config_from_args(args), resume=args.resume)
     elif args.dhn is True:

@@ -19,6 +19,7 @@ from deepmot.config import save_config
 from deepmot.datasets.mot import read_gt, write_gt
 from deepmot.datasets.synthetic import SyntheticConfig, generate_synthetic
 from deepmot.dhn.model import DeepHungarianNet
+from deepmot.engine import deepmot_cli as cli
 from deepmot.engine import deepmot_train as dt
 from deepmot.engine.clips import cut_clips, epoch_order, shard
 from trackers.siamrpn import build_siamrpn
@@ -148,6 +149,45 @@ def _trainer(world, data="multi", **extra):
     return dt.DeepMOTTrainer(cfg, run, dt.DistInfo(), root, model, dhn), run
 
 
+def test_loss_is_the_weighted_sum_and_zero_weights_leave_terms_out(world):
+    from types import SimpleNamespace
+
+    g = torch.Generator().manual_seed(4)
+    dmota, dmotp, focal = torch.rand(3, generator=g, dtype=torch.float64)
+    res = SimpleNamespace(dmota=dmota, dmotp=dmotp)
+    for w_mota, w_motp, w_focal in [(1.0, 5.0, 100.0), (0.5, 0.0, 3.0), (0.0, 2.0, 0.0), (0.0, 0.0, 7.0)]:
+        trainer, run = _trainer(world, w_mota=w_mota, w_motp=w_motp, w_focal=w_focal)
+        expected = w_mota * dmota + w_motp * dmotp + w_focal * focal
+        assert torch.allclose(trainer._loss(res, focal), expected, rtol=1e-12)
+        # a left-out term cannot leak a NaN in (0 * nan would)
+        nan = SimpleNamespace(dmota=dmota if w_mota else torch.tensor(float("nan")),
+                              dmotp=dmotp if w_motp else torch.tensor(float("nan")))
+        assert torch.isfinite(trainer._loss(nan, focal if w_focal else torch.tensor(float("nan"))))
+        run.close()
+    for bad in [dict(w_mota=0.0, w_motp=0.0, w_focal=0.0), dict(w_motp=-1.0)]:
+        with pytest.raises(ValueError, match="loss weights"):
+            _trainer(world, **bad)
+
+
+@pytest.mark.parametrize("weights", [dict(w_mota=0.0, w_motp=0.0), dict(w_focal=0.0, w_motp=0.0),
+                                     dict(w_focal=0.0, w_mota=0.0)])
+def test_single_term_training_moves_the_head(world, weights):
+    # no IoU gate, so the random starting tracker has TP pairs (dMOTP is constant without any)
+    trainer, run = _trainer(world, iou_threshold=0.0, seq_len=3, num_repeats=1, log_grad_terms=True, **weights)
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    clips = trainer._start_clips(list(range(len(trainer.clips))), 0)
+    trainer._frame_step(clips)              # births
+    logs = trainer._frame_step(clips)       # one optimiser step
+    assert trainer.step == 1
+    # the per-term gradient diagnostics see only the weighted-in term
+    for term, w in (("dmota", "w_mota"), ("dmotp", "w_motp"), ("focal", "w_focal")):
+        assert (logs[f"grad/{term}"] == 0.0) == (w in weights), term
+    after = trainer.model.state_dict()
+    assert all(torch.isfinite(v).all() for v in after.values())
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("rpn_head"))
+    run.close()
+
+
 def test_frame_without_gt_ends_tracks_then_births(world, tmp_path):
     # copy the one-object set and delete the GT of frame 3 of its training sequence
     import shutil
@@ -216,7 +256,7 @@ def test_kill9_then_resume_matches_uninterrupted(world, tmp_path):
     ref = dt.run(_cfg(world, **extra))
     cfg_path = _write_cfg(world, tmp_path / "cfg.yaml", **extra, runs_root=str(tmp_path / "runs"))
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    proc = subprocess.Popen([sys.executable, "-m", "deepmot.engine.deepmot_train", "--config", str(cfg_path)],
+    proc = subprocess.Popen([sys.executable, "-m", "deepmot.engine.deepmot_cli", "--config", str(cfg_path)],
                             cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     ckpt = None
@@ -247,7 +287,7 @@ def test_two_process_gloo_matches_single_process(world, tmp_path):
     cfg_path = _write_cfg(world, tmp_path / "cfg.yaml", **extra, runs_root=str(tmp_path / "runs"))
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           "-m", "deepmot.engine.deepmot_train", "--config", str(cfg_path)]
+           "-m", "deepmot.engine.deepmot_cli", "--config", str(cfg_path)]
     out = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     (run_dir,) = (tmp_path / "runs" / "ddp").iterdir()
@@ -270,15 +310,15 @@ def test_without_pretrained_weights_sot_pretraining_runs_first(world):
 
 
 def test_cli_flags_and_resume_config_resolution(tmp_path):
-    args = dt.build_parser().parse_args(["--data", "d", "--pretrained", "p.pth", "--dhn", "h.pt", "--name", "n",
+    args = cli.build_parser().parse_args(["--data", "d", "--pretrained", "p.pth", "--dhn", "h.pt", "--name", "n",
                                          "--set", "seq_len=7", "--config", str(REPO / "configs" / "deepmot_siamrpn.yaml")])
-    cfg = dt.config_from_args(args)
+    cfg = cli.config_from_args(args)
     assert (cfg.data, cfg.pretrained, cfg.dhn, cfg.name, cfg.seq_len) == ("d", "p.pth", "h.pt", "n", 7)
     assert cfg.model == "dasiamrpn_vot"                     # from the file
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     save_config(dt.DeepMOTTrainConfig(seq_len=13), run_dir / "config.yaml")
-    resumed = dt.config_from_args(dt.build_parser().parse_args(["--resume", str(run_dir)]))
+    resumed = cli.config_from_args(cli.build_parser().parse_args(["--resume", str(run_dir)]))
     assert resumed.seq_len == 13
     with pytest.raises(ValueError):
-        dt.config_from_args(dt.build_parser().parse_args(["--set", "no_such_key=1"]))
+        cli.config_from_args(cli.build_parser().parse_args(["--set", "no_such_key=1"]))

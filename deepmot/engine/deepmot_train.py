@@ -25,7 +25,6 @@ on ``(seed, epoch, position)``).
 
 from __future__ import annotations
 
-import argparse
 import math
 import time
 from dataclasses import dataclass, field
@@ -45,12 +44,13 @@ from deepmot.engine.clips import (AugmentConfig, ClipTracks, augment_crops, clip
 from deepmot.engine.distributed import (DistInfo, all_reduce_gradients, all_reduce_sum, barrier,
                                         broadcast_object, broadcast_parameters, cleanup_distributed,
                                         init_distributed)
+from deepmot.engine.plots import plot_curves
 from deepmot.engine.run import Run, find_latest_checkpoint
 from deepmot.engine.seed import seed_everything
 from deepmot.losses.focal import sigmoid_focal_loss
 
 __all__ = ["DeepMOTTrainConfig", "AugmentConfig", "ValidationConfig", "anchor_focal_loss",
-           "freeze_early_convs", "DeepMOTTrainer", "run", "main", "build_parser"]
+           "freeze_early_convs", "build_dhn", "DeepMOTTrainer", "run"]
 
 
 # --------------------------------------------------------------------------- config
@@ -79,6 +79,10 @@ class DeepMOTTrainConfig:
     ``seq_len=100``, ``num_repeats=3``, ``refresh_every=10``, ``delta=0.7``, ``temperature=10``,
     ``w_motp=5``, ``w_ids=1``; the focal term is ``10 x (10 x focal)`` in v1, i.e. ``w_focal=100``
     against the dMOTA error (§8.11).
+
+    The per-frame loss is ``w_mota * dMOTA + w_motp * dMOTP + w_focal * focal`` (``w_mota=1`` in
+    the paper; ``w_ids`` weighs the soft ID switches inside dMOTA). A zero weight leaves its term
+    out of the loss altogether (the ablations); at least one weight must be positive.
     """
 
     name: str = "deepmot_siamrpn"
@@ -104,6 +108,7 @@ class DeepMOTTrainConfig:
     iou_threshold: float = 0.5
     delta: float = 0.7
     temperature: float = 10.0
+    w_mota: float = 1.0                  # dMOTA term (0: focal and/or dMOTP only)
     w_motp: float = 5.0
     w_ids: float = 1.0
     ids_mode: str = "paper"
@@ -212,6 +217,9 @@ class DeepMOTTrainer:
                  evaluate_fn: Callable[[nn.Module, int], dict] | None = None):
         if cfg.num_repeats < 1 or cfg.seq_len < 2 or cfg.refresh_every < 0:
             raise ValueError("need num_repeats >= 1, seq_len >= 2, refresh_every >= 0")
+        weights = {"w_mota": cfg.w_mota, "w_motp": cfg.w_motp, "w_focal": cfg.w_focal}
+        if any(w < 0 for w in weights.values()) or not any(w > 0 for w in weights.values()):
+            raise ValueError(f"loss weights must be >= 0 with at least one > 0, got {weights}")
         if cfg.clips_per_step % dist_info.world:
             raise ValueError(f"clips_per_step={cfg.clips_per_step} must be a multiple of the "
                              f"number of processes ({dist_info.world})")
@@ -339,7 +347,7 @@ class DeepMOTTrainer:
                 h, w = image.shape[:2]
                 res = self.criterion(out.boxes, out.ids, gboxes.to(out.boxes), gids, (w, h), c.memory)
                 focal = self._focal(c, out, gids, gboxes)
-                loss = res.loss + cfg.w_focal * focal
+                loss = self._loss(res, focal)
                 if cfg.log_grad_terms and r == cfg.num_repeats - 1:
                     for k, v in self._grad_terms(out, res, focal).items():
                         logs[k] = logs.get(k, 0.0) + v
@@ -371,11 +379,21 @@ class DeepMOTTrainer:
                 c.pos += 1
         return logs
 
+    def _loss(self, res: Any, focal: Tensor) -> Tensor:
+        """``w_mota * dMOTA + w_motp * dMOTP + w_focal * focal`` (0-d); zero-weight terms are
+        left out (not multiplied by 0, so a non-finite term cannot leak in)."""
+        cfg = self.cfg
+        terms = [w * t for w, t in ((cfg.w_mota, res.dmota), (cfg.w_motp, res.dmotp),
+                                    (cfg.w_focal, focal)) if w != 0]
+        return sum(terms[1:], terms[0])
+
     def _grad_terms(self, out: Any, res: Any, focal: Tensor) -> dict[str, float]:
         """Diagnostics: norms of each weighted loss term's gradient w.r.t. the boxes (dMOTA,
         dMOTP) and the anchor logits (focal)."""
-        terms = {"grad/dmota": (res.dmota, out.boxes), "grad/dmotp": (self.cfg.w_motp * res.dmotp, out.boxes),
-                 "grad/focal": (self.cfg.w_focal * focal, out.cls_logits)}
+        cfg = self.cfg
+        terms = {"grad/dmota": (cfg.w_mota * res.dmota, out.boxes),
+                 "grad/dmotp": (cfg.w_motp * res.dmotp, out.boxes),
+                 "grad/focal": (cfg.w_focal * focal, out.cls_logits)}
         norms = {}
         for k, (y, x) in terms.items():
             g = torch.autograd.grad(y, x, retain_graph=True, allow_unused=True)[0] if y.requires_grad else None
@@ -443,46 +461,6 @@ class DeepMOTTrainer:
 
 
 # --------------------------------------------------------------------------- wiring
-def _plot_curves(run_dir: Path, history: list[dict], metrics_csv: Path) -> Path | None:
-    """Training-loss and validation curves -> ``run_dir/curves.png`` (None if nothing to plot)."""
-    import csv
-
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    train: dict[str, list[tuple[int, float]]] = {}
-    if metrics_csv.is_file():
-        with open(metrics_csv, newline="") as f:
-            for row in csv.DictReader(f):
-                if row["key"].startswith("train/"):
-                    train.setdefault(row["key"][6:], []).append((int(row["step"]), float(row["value"])))
-    val_keys = [k for k in ("MOTA", "IDF1", "HOTA") if any(k in h for h in history)]
-    if not train and not val_keys:
-        return None
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for k in ("loss", "dmota", "dmotp", "focal"):
-        if k in train:
-            s, v = zip(*train[k])
-            axes[0].plot(s, v, label=k)
-    axes[0].set_xlabel("step")
-    axes[0].set_title("training terms")
-    if train:
-        axes[0].legend()
-    for k in val_keys:
-        pts = [(h["step"], h[k]) for h in history if k in h]
-        axes[1].plot(*zip(*pts), marker="o", label=k)
-    axes[1].set_xlabel("step")
-    axes[1].set_title("validation")
-    if val_keys:
-        axes[1].legend()
-    fig.tight_layout()
-    out = run_dir / "curves.png"
-    atomic_write(out, lambda f: fig.savefig(f, format="png", dpi=100))
-    plt.close(fig)
-    return out
-
-
 def _starting_model(cfg: DeepMOTTrainConfig, run_obj: Run, dist_info: DistInfo, data_root: Path) -> nn.Module:
     """The SiamRPN to fine-tune: ``cfg.pretrained`` weights, or SOT pre-training on the training
     data first (once per run directory; rank 0 trains, the others wait and load)."""
@@ -544,7 +522,7 @@ def run(cfg: DeepMOTTrainConfig, resume: str | None = None,
         if dist_info.main:
             final = run_obj.dir / "siamrpn_deepmot.pth"
             atomic_write(final, lambda f: torch.save(trainer.model.state_dict(), f))
-            plot = _plot_curves(run_obj.dir, trainer.history, run_obj.dir / "metrics.csv")
+            plot = plot_curves(run_obj.dir, trainer.history, run_obj.dir / "metrics.csv")
             b, a = result["before"], result["after"]
             for key in ("MOTA", "IDF1", "HOTA", "IDSW"):
                 if key in b or key in a:
@@ -556,56 +534,3 @@ def run(cfg: DeepMOTTrainConfig, resume: str | None = None,
         return result
     finally:
         cleanup_distributed()
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """Arguments of ``train.py --tracker siamrpn`` (also usable as ``python -m``)."""
-    p = argparse.ArgumentParser(description="DeepMOT fine-tuning of a SiamRPN tracker.")
-    p.add_argument("--config", default=None, help="YAML config (default: configs/deepmot_siamrpn.yaml, "
-                   "or configs/deepmot_siamrpn_synthetic.yaml when the synthetic set is used)")
-    p.add_argument("--data", default=None, help="MOT-format dataset root (default: data/MOT17, else synthetic)")
-    p.add_argument("--pretrained", default=None, help="PySOT / DaSiamRPN SiamRPN weights")
-    p.add_argument("--dhn", default=None, help="DHN weights (default: the shipped ones)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue the run in RUN_DIR")
-    p.add_argument("--name", default=None, help="run name (runs/<name>/<time>/)")
-    return p
-
-
-def default_config_path(data: str | None) -> str | None:
-    """The config used without ``--config``: the MOT17 recipe ``configs/deepmot_siamrpn.yaml``,
-    or, when neither ``--data`` nor ``data/MOT17`` exists (the built-in synthetic set will be
-    used), the CPU-sized ``configs/deepmot_siamrpn_synthetic.yaml``."""
-    configs = Path(__file__).resolve().parents[2] / "configs"
-    synthetic = data is None and not Path("data/MOT17").is_dir()
-    path = configs / ("deepmot_siamrpn_synthetic.yaml" if synthetic else "deepmot_siamrpn.yaml")
-    return str(path) if path.is_file() else None
-
-
-def config_from_args(args: argparse.Namespace) -> DeepMOTTrainConfig:
-    """Resolve the config: the resumed run's config.yaml or ``--config`` (or the default file),
-    then the CLI flags, then ``--set`` overrides."""
-    overrides = []
-    for key in ("data", "pretrained", "dhn", "name"):
-        val = getattr(args, key, None)
-        if isinstance(val, str):          # (train.py's bare ``--dhn`` mode flag is not a path)
-            overrides.append(f"{key}={val}")
-    overrides += list(getattr(args, "overrides", []) or [])
-    if getattr(args, "resume", None) is not None and getattr(args, "config", None) is None:
-        path: str | None = str(Path(args.resume) / "config.yaml")
-    else:
-        path = getattr(args, "config", None)
-        if path is None:
-            path = default_config_path(getattr(args, "data", None))
-    return load_config(DeepMOTTrainConfig, path, overrides)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """CLI entry: parse, resolve the config, train."""
-    args = build_parser().parse_args(argv)
-    run(config_from_args(args), resume=args.resume)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
