@@ -30,9 +30,10 @@ from deepmot.engine.deepmot_train import DeepMOTTrainConfig, DeepMOTTrainer, bui
 from deepmot.engine.distributed import DistInfo
 from deepmot.engine.run import Run
 from trackers.siamrpn import build_siamrpn, load_pysot_checkpoint
+from trackers.siamrpn.pretrain import SYNTHETIC_WEIGHTS
 
 REPO = Path(__file__).resolve().parents[1]
-SHIPPED = {"siamrpn_alex_tiny": REPO / "trackers" / "siamrpn" / "weights" / "siamrpn_alex_tiny_synthetic.pth"}
+SHIPPED = {"siamrpn_alex_tiny": SYNTHETIC_WEIGHTS}
 
 
 def _dataset(root: Path, objects: int, frames: int) -> Path:

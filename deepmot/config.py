@@ -15,6 +15,7 @@ import dataclasses
 import os
 import typing
 from pathlib import Path
+from types import UnionType
 from typing import Any, Iterable, TypeVar
 
 import yaml
@@ -48,6 +49,9 @@ def config_to_dict(cfg: Any) -> dict:
     return plain(cfg)
 
 
+_UNIONS = (typing.Union, UnionType)  # Optional[X] and X | None
+
+
 def _field_types(cls) -> dict[str, Any]:
     hints = typing.get_type_hints(cls)
     return {f.name: hints.get(f.name, Any) for f in dataclasses.fields(cls)}
@@ -63,7 +67,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     args = typing.get_args(tp)
     if tp is Any:
         return value
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+    if origin in _UNIONS:
         if value is None and type(None) in args:
             return None
         errors = []
@@ -158,7 +162,7 @@ def _split_override(item: str) -> tuple[str, Any]:
 
 
 def _strip_optional(tp: Any) -> Any:
-    if typing.get_origin(tp) in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+    if typing.get_origin(tp) in _UNIONS:
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         if len(args) == 1:
             return args[0]
