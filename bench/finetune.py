@@ -12,6 +12,7 @@ main job: 1 repeat, refresh every 5 frames). Weights: the shipped tiny SOT weigh
 
     python bench/finetune.py                                      # tiny alex, 10 and 30 targets
     python bench/finetune.py --models siamrpn_alex_tiny siamrpn_alex_dwxcorr --frames 6 --threads 2
+    python bench/finetune.py --dhn shipped old_dhn.pt     # compare DHN weights in one run
 """
 
 from __future__ import annotations
@@ -45,8 +46,10 @@ def _dataset(root: Path, objects: int, frames: int) -> Path:
     return data
 
 
-def measure(model_name: str, data: Path, frames: int, threads: int, work: Path) -> dict:
-    """Train on the first ``frames`` frames of ``data``'s sequence (one clip); returns the mean
+def measure(model_name: str, data: Path, frames: int, threads: int, work: Path,
+            dhn: str | None = None) -> dict:
+    """Train on the first ``frames`` frames of ``data``'s sequence (one clip) with the DHN weights
+    ``dhn`` (None: the shipped ones); returns the mean
     live tracks and GT per trained frame, the wall and the process CPU seconds per trained frame
     (on a shared machine the CPU time is the steadier measure)."""
     cfg = load_config(DeepMOTTrainConfig, str(REPO / "configs" / "deepmot_siamrpn_synthetic.yaml"),
@@ -59,7 +62,7 @@ def measure(model_name: str, data: Path, frames: int, threads: int, work: Path) 
         load_pysot_checkpoint(model, str(SHIPPED[model_name]))
     run = Run.create(f"bench_{model_name}", cfg, root=work / "runs")
     logging.getLogger().setLevel(logging.WARNING)
-    trainer = DeepMOTTrainer(cfg, run, DistInfo(), data, model, build_dhn(None, torch.device("cpu")))
+    trainer = DeepMOTTrainer(cfg, run, DistInfo(), data, model, build_dhn(dhn, torch.device("cpu")))
     clips = trainer._start_clips([0], 0)
     trainer._frame_step(clips)                    # first frame: births, not timed
     trainer._frame_step(clips)                    # warm-up (allocator, lazy inits)
@@ -84,20 +87,25 @@ def main() -> None:
     ap.add_argument("--targets", type=int, nargs="+", default=[10, 30])
     ap.add_argument("--frames", type=int, default=8, help="frames per clip (the first two are not timed)")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--dhn", nargs="+", default=["shipped"], metavar="WEIGHTS",
+                    help="DHN weights to time, one row each ('shipped': deepmot/dhn/weights/dhn.pt)")
     args = ap.parse_args()
     if args.frames < 3:
         ap.error("--frames must be >= 3 (one birth frame and one warm-up frame are not timed)")
     print(f"DeepMOT fine-tuning throughput, CPU, {args.threads} thread(s), {args.frames - 2} timed frames")
-    print(f"{'model':<22} {'targets':>7} {'tracks':>7} {'GT':>6} {'s/frame':>8} {'frames/s':>9} "
-          f"{'cpu s/frame':>12}")
+    print(f"{'model':<22} {'DHN':<14} {'targets':>7} {'tracks':>7} {'GT':>6} {'s/frame':>8} "
+          f"{'frames/s':>9} {'cpu s/frame':>12}")
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         for n in args.targets:
             data = _dataset(work, n, args.frames)
             for name in args.models:
-                r = measure(name, data, args.frames, args.threads, work)
-                print(f"{name:<22} {n:>7} {r['tracks']:>7.1f} {r['gt']:>6.1f} {r['sec']:>8.3f} "
-                      f"{1.0 / r['sec']:>9.2f} {r['cpu']:>12.3f}", flush=True)
+                for dhn in args.dhn:
+                    r = measure(name, data, args.frames, args.threads, work,
+                                None if dhn == "shipped" else dhn)
+                    print(f"{name:<22} {Path(dhn).name[-14:]:<14} {n:>7} {r['tracks']:>7.1f} "
+                          f"{r['gt']:>6.1f} {r['sec']:>8.3f} {1.0 / r['sec']:>9.2f} {r['cpu']:>12.3f}",
+                          flush=True)
 
 
 if __name__ == "__main__":
