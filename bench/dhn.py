@@ -1,6 +1,6 @@
 """DHN throughput: batched vs one-by-one inference (matrices/s) and training steps/s.
 
-    python bench/dhn.py [--threads 1] [--seconds 3] [--hidden 64 256]
+    python bench/dhn.py [--threads 1] [--seconds 3] [--hidden 64 128 256]
     python bench/dhn.py --eval [WEIGHTS] [--count 2000]   # held-out metrics per size bucket
 
 Prints markdown tables. Hidden 256 is DeepMOT's DHN.pth architecture; 64 is the shipped one
@@ -52,7 +52,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seconds", type=float, default=3.0)
-    ap.add_argument("--hidden", type=int, nargs="+", default=[64, 256])
+    ap.add_argument("--hidden", type=int, nargs="+", default=[64, 128, 256])
     ap.add_argument("--batch", type=int, default=32, help="matrices per batched call")
     ap.add_argument("--eval", nargs="?", const="", default=None, metavar="WEIGHTS",
                     help="evaluate weights (default: the shipped ones) on the held-out set instead")
