@@ -3,7 +3,7 @@
     python bench/dhn.py [--threads 1] [--seconds 3] [--hidden 64 128 256]
     python bench/dhn.py --eval [WEIGHTS] [--count 2000]   # held-out metrics per size bucket
 
-Prints markdown tables. Hidden 256 is DeepMOT's DHN.pth architecture; 64 is the shipped one
+Prints markdown tables. Hidden 256 is DeepMOT's DHN.pth architecture; 128 is the shipped one
 (the head and activation follow configs/dhn.yaml for non-256 sizes).
 """
 

@@ -49,9 +49,9 @@ def _dataset(root: Path, objects: int, frames: int) -> Path:
 def measure(model_name: str, data: Path, frames: int, threads: int, work: Path,
             dhn: str | None = None) -> dict:
     """Train on the first ``frames`` frames of ``data``'s sequence (one clip) with the DHN weights
-    ``dhn`` (None: the shipped ones); returns the mean
-    live tracks and GT per trained frame, the wall and the process CPU seconds per trained frame
-    (on a shared machine the CPU time is the steadier measure)."""
+    ``dhn`` (None: the shipped ones); returns the mean live tracks and GT per trained frame, the
+    wall and the process CPU seconds per trained frame (on a shared machine the CPU time is the
+    steadier measure)."""
     cfg = load_config(DeepMOTTrainConfig, str(REPO / "configs" / "deepmot_siamrpn_synthetic.yaml"),
                       [f"model={model_name}", f"data={data}", f"seq_len={frames}", f"threads={threads}",
                        f"runs_root={work / 'runs'}", "eval_before=false", "eval_after=false"])
