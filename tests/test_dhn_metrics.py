@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 import torch
 
 from deepmot.dhn.data import generate_matrix
@@ -67,7 +68,8 @@ def test_evaluate_predictions_on_perfect_scores():
     assert sum(r["count"] for b, r in res["baseline"].items() if b != "all") == 20
 
 
-def test_weighted_focal_loss_matches_the_formula():
+@pytest.mark.parametrize("balance", [1.0, 0.5, 0.0])
+def test_weighted_focal_loss_matches_the_formula(balance):
     torch.manual_seed(0)
     logits = torch.randn(3, 4, 5, dtype=torch.float64)
     y = torch.zeros(3, 4, 5, dtype=torch.float64)
@@ -77,11 +79,12 @@ def test_weighted_focal_loss_matches_the_formula():
     for b in range(3):
         n1, n = float(y[b].sum()), y[b].numel()
         w0 = 1.0 if n1 == 0 else n1 / n
+        w0 = balance * w0 + (1 - balance) * 0.5
         w1 = 1 - w0
         ref = ref + (-(w1 * y[b] * (1 - p[b]) ** 2 * torch.log(p[b] + 1e-8)
                        + w0 * (1 - y[b]) * p[b] ** 2 * torch.log(1 - p[b] + 1e-8))).sum()
     ref = 10 * ref / y.numel()
-    assert torch.allclose(weighted_focal_loss(logits, y, 2.0, 10.0), ref, rtol=1e-6)
+    assert torch.allclose(weighted_focal_loss(logits, y, 2.0, 10.0, balance), ref, rtol=1e-6)
     ones = torch.ones(1, 1, 1, dtype=torch.float64)
     assert weighted_focal_loss(torch.tensor([[[-1.0]]], dtype=torch.float64), ones) > 0
 

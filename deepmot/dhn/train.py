@@ -2,7 +2,8 @@
 
 Streams same-shape batches of random gated distance matrices (:mod:`deepmot.dhn.data`),
 optimises the weighted binary focal loss of DeepMOT (class weights ``w0 = n1/n``, ``w1 = 1-w0``
-per matrix, gamma 2, times ``loss_scale``) with RMSprop and a step decay from the initial rate
+per matrix, gamma 2, times ``loss_scale``; ``class_balance`` < 1 moves the weights towards equal
+ones) with RMSprop and a step decay from the initial rate
 (``lr0 * gamma ** (step // every)``, not compounding), validates periodically on a fixed
 held-out set, and writes checkpoints (``last.pt`` and ``best.pt``) that resume exactly.
 Under ``torchrun`` (``WORLD_SIZE > 1``) it runs DistributedDataParallel (gloo on CPU, NCCL on
@@ -50,6 +51,8 @@ class DHNTrainConfig:
     grad_clip: float = 5.0
     focal_gamma: float = 2.0
     loss_scale: float = 10.0
+    #: 1 = DeepMOT's per-matrix class weights; 0 = both classes weigh 0.5; between: a mix
+    class_balance: float = 1.0
     #: curriculum: [[from_step, max_size], ...] (sorted); empty = always data.max_size
     curriculum: list[list[int]] = dataclasses.field(default_factory=list)
     log_every: int = 50
@@ -60,12 +63,14 @@ class DHNTrainConfig:
     checkpoint_every: int = 200
 
 
-def weighted_focal_loss(logits: Tensor, target: Tensor, gamma: float = 2.0, scale: float = 10.0) -> Tensor:
+def weighted_focal_loss(logits: Tensor, target: Tensor, gamma: float = 2.0, scale: float = 10.0,
+                        balance: float = 1.0) -> Tensor:
     """DeepMOT's weighted binary focal loss on ``(B, N, M)`` logits and 0/1 targets -> scalar.
 
     Per matrix ``w0 = n1 / n`` weighs the zeros and ``w1 = 1 - w0`` the ones (``n1`` = ones in the
     target, ``n = N * M``); ``loss = scale * mean(-(w1 y (1-p)^g log p + w0 (1-y) p^g log(1-p)))``
     with ``p = sigmoid(logits)`` (log-probabilities computed stably from the logits).
+    ``balance`` < 1 mixes those weights with equal ones: ``w0 <- balance * w0 + (1 - balance) / 2``.
     """
     if logits.numel() == 0:
         return logits.sum()
@@ -76,6 +81,7 @@ def weighted_focal_loss(logits: Tensor, target: Tensor, gamma: float = 2.0, scal
     w0 = n1 / n
     w0 = torch.where(n1 == 0, torch.ones_like(w0), torch.where(n1 == n, torch.zeros_like(w0), w0))
     w0 = w0.view(b, 1, 1)  # edge cases as in DeepMOT: no ones -> zeros weigh 1; all ones -> 0
+    w0 = balance * w0 + (1.0 - balance) * 0.5
     w1 = 1.0 - w0
     p = torch.sigmoid(logits)
     pos = w1 * y * (1 - p).pow(gamma) * F.logsigmoid(logits)
@@ -186,7 +192,8 @@ def train_dhn(cfg: DHNTrainConfig, resume: str | os.PathLike | None = None) -> P
         for g in opt.param_groups:
             g["lr"] = lr
         logits = net(batch.input.to(device), return_logits=True)
-        loss = weighted_focal_loss(logits, batch.target.to(device), cfg.focal_gamma, cfg.loss_scale)
+        loss = weighted_focal_loss(logits, batch.target.to(device), cfg.focal_gamma, cfg.loss_scale,
+                                   cfg.class_balance)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip > 0:
