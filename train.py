@@ -64,20 +64,25 @@ def _train_dhn(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments, load the config and start the selected training."""
+    from deepmot.config import ConfigError
+
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.tracker is not None:
-        from deepmot.engine.deepmot_cli import config_from_args
-        from deepmot.engine.deepmot_train import run
-
-        run(config_from_args(args), resume=args.resume)
-    elif args.dhn is True:
-        if args.data is not None or args.pretrained is not None:
-            parser.error("--data and --pretrained belong to --tracker; DHN pre-training makes its own data")
-        _train_dhn(args)
-    else:
+    if args.tracker is None and args.dhn is not True:
         parser.error("choose what to train: --tracker siamrpn (DeepMOT fine-tuning) or --dhn "
                      "(DHN pre-training)")
+    if args.tracker is None and (args.data is not None or args.pretrained is not None):
+        parser.error("--data and --pretrained belong to --tracker; DHN pre-training makes its own data")
+    try:
+        if args.tracker is not None:
+            from deepmot.engine.deepmot_cli import config_from_args
+            from deepmot.engine.deepmot_train import run
+
+            run(config_from_args(args), resume=args.resume)
+        else:
+            _train_dhn(args)
+    except ConfigError as e:  # a bad config file or --set value: one line, no traceback
+        parser.exit(2, f"{parser.prog}: error: {e}\n")
     return 0
 
 

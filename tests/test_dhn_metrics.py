@@ -11,7 +11,7 @@ import torch
 from deepmot.dhn.data import generate_matrix
 from deepmot.dhn.metrics import (discretise, evaluate_predictions, matrix_counts,
                                  row_argmin_baseline)
-from deepmot.dhn.train import DHNTrainConfig, step_lr, weighted_focal_loss
+from deepmot.dhn.train import DHNTrainConfig, step_lr, train_dhn, weighted_focal_loss
 from deepmot.matching.linear import gated_linear_assignment
 
 
@@ -94,3 +94,10 @@ def test_step_lr_does_not_compound():
     assert step_lr(cfg, 0) == 3e-4 and step_lr(cfg, 19_999) == 3e-4
     assert math.isclose(step_lr(cfg, 20_000), 3e-4 * 0.95)
     assert math.isclose(step_lr(cfg, 45_000), 3e-4 * 0.95 ** 2)
+
+
+def test_class_balance_outside_unit_interval_is_refused(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match="class_balance"):  # a ConfigError
+        train_dhn(DHNTrainConfig(class_balance=1.5, steps=1))
+    assert not (tmp_path / "runs").exists()  # refused before a run directory was made

@@ -38,3 +38,16 @@ def test_mode_errors_are_clear(capsys):
     with pytest.raises(SystemExit):
         entry.main(["--dhn", "--data", "somewhere"])
     assert "belong to --tracker" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["--dhn", "--set", "bogus=1"], "unknown config key(s) bogus"),
+    (["--dhn", "--set", "class_balance=2"], "class_balance must be in [0, 1]"),
+    (["--tracker", "siamrpn", "--set", "bogus=1"], "unknown config key(s) bogus"),
+])
+def test_config_errors_are_one_line_not_a_traceback(argv, says, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as e:
+        _entry().main(argv)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and says in err and "Traceback" not in err

@@ -23,7 +23,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor
 
-from deepmot.config import config_to_dict, save_config
+from deepmot.config import ConfigError, config_to_dict, save_config
 from deepmot.dhn.data import DHNDataConfig, batch_stream, heldout_set
 from deepmot.dhn.metrics import BUCKET_NAMES, evaluate_model, format_table
 from deepmot.dhn.model import DeepHungarianNet, DHNConfig
@@ -125,6 +125,8 @@ def _score(results: dict) -> float:
 
 def train_dhn(cfg: DHNTrainConfig, resume: str | os.PathLike | None = None) -> Path:
     """Train a DHN with ``cfg`` (or continue the run directory ``resume``); returns the run dir."""
+    if not 0.0 <= cfg.class_balance <= 1.0:
+        raise ConfigError(f"DHN config: class_balance must be in [0, 1], got {cfg.class_balance}")
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     distributed = world > 1
