@@ -62,6 +62,10 @@ class DHNTrainConfig:
     val_threshold: float = 0.5
     checkpoint_every: int = 200
 
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.class_balance <= 1.0:
+            raise ConfigError(f"class_balance must be in [0, 1], got {self.class_balance}")
+
 
 def weighted_focal_loss(logits: Tensor, target: Tensor, gamma: float = 2.0, scale: float = 10.0,
                         balance: float = 1.0) -> Tensor:
@@ -125,8 +129,6 @@ def _score(results: dict) -> float:
 
 def train_dhn(cfg: DHNTrainConfig, resume: str | os.PathLike | None = None) -> Path:
     """Train a DHN with ``cfg`` (or continue the run directory ``resume``); returns the run dir."""
-    if not 0.0 <= cfg.class_balance <= 1.0:
-        raise ConfigError(f"DHN config: class_balance must be in [0, 1], got {cfg.class_balance}")
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     distributed = world > 1
