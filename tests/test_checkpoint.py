@@ -113,3 +113,21 @@ def test_run_directory_logs_and_metrics(tmp_path):
     again.log_scalars(2, {"loss": 0.25})
     again.close()
     assert len((run.dir / "metrics.csv").read_text().splitlines()) == 3
+
+
+def test_runs_started_in_the_same_second_get_their_own_directories(tmp_path, monkeypatch):
+    import time
+
+    monkeypatch.setattr(time, "strftime", lambda fmt: "20260101-000000")
+    first = Run.create("demo", root=tmp_path)
+    (tmp_path / "demo" / "20260101-000000-1").mkdir()  # e.g. another process's run
+    # Another process may take a name between any existence check and mkdir: a stale check
+    # (simulated by exists() always answering False) must not crash the run.
+    monkeypatch.setattr(type(tmp_path), "exists", lambda self, **kw: False)
+    second = Run.create("demo", root=tmp_path)
+    monkeypatch.undo()
+    first.close()
+    second.close()
+    assert first.dir.name == "20260101-000000"
+    assert second.dir.name == "20260101-000000-2"
+    assert (first.dir / "log.txt").exists() and (second.dir / "log.txt").exists()

@@ -89,12 +89,18 @@ class Run:
         else:
             stamp = time.strftime("%Y%m%d-%H%M%S")
             run_dir = Path(root) / name / stamp
-            k = 1
-            while main and run_dir.exists():
-                run_dir = Path(root) / name / f"{stamp}-{k}"
-                k += 1
             if main:
-                run_dir.mkdir(parents=True)
+                # mkdir itself is the test for a free name, so two runs started in the same second
+                # (two processes) get "<time>" and "<time>-1" instead of one of them crashing.
+                (Path(root) / name).mkdir(parents=True, exist_ok=True)
+                k = 1
+                while True:
+                    try:
+                        run_dir.mkdir()
+                        break
+                    except FileExistsError:
+                        run_dir = Path(root) / name / f"{stamp}-{k}"
+                        k += 1
                 if cfg is not None:
                     save_config(cfg, run_dir / "config.yaml")
         logger = _make_logger(name, run_dir if main else None, main)
