@@ -10,7 +10,8 @@ import torch.nn.functional as F
 
 from trackers.siamrpn import build_siamrpn, load_pysot_checkpoint, load_siamrpn_config
 from trackers.siamrpn.pairs import PairSampler, crop_affine
-from trackers.siamrpn.targets import AnchorTargets, anchor_targets, rpn_loss, training_anchors
+from trackers.siamrpn.targets import (AnchorTargets, anchor_targets, mine_hard_negatives, rpn_loss,
+                                      training_anchors)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -60,6 +61,38 @@ def test_anchor_targets_follow_pysot_rules(config):
             cx = anchors[ys * s + xs, 0]
             cy = anchors[ys * s + xs, 1]
             assert (np.abs(cx - target[i, 0]) <= 3.5 * 8).all() and (np.abs(cy - target[i, 1]) <= 3.5 * 8).all()
+
+
+@pytest.mark.parametrize("config", ["siamrpn_alex_tiny", "siamrpn_alex_dwxcorr"])
+def test_mine_hard_negatives_adds_the_top_scoring_background_anchors(config):
+    cfg = load_siamrpn_config(config)
+    s, a = cfg.train_score_size, cfg.anchor_num
+    anchors = training_anchors(cfg).numpy()
+    c = cfg.train.search_size / 2
+    rng = np.random.default_rng(3)
+    b, k = 6, 16
+    target = np.column_stack([c + rng.uniform(-30, 30, b), c + rng.uniform(-30, 30, b),
+                              rng.uniform(20, 90, b), rng.uniform(20, 90, b)]).astype(np.float32)
+    positive = torch.tensor([True] * 4 + [False] * 2)
+    t = anchor_targets(torch.from_numpy(target), positive, cfg, torch.Generator().manual_seed(1))
+    cls = torch.from_numpy(rng.normal(size=(b, 2 * a, s, s)).astype(np.float32))
+    before = t.label_cls.clone()
+    m = mine_hard_negatives(cls, t, torch.from_numpy(target), positive, cfg, k)
+    assert torch.equal(t.label_cls, before)                       # input untouched
+    assert mine_hard_negatives(cls, t, torch.from_numpy(target), positive, cfg, 0) is t
+    logits = cls.view(b, 2, a, s, s).numpy()
+    odds = (logits[:, 1] - logits[:, 0]).reshape(b, -1)
+    for i in range(b):
+        old, new = before[i].flatten().numpy(), m.label_cls[i].flatten().numpy()
+        changed = np.nonzero(old != new)[0]
+        assert (old[changed] == -1).all() and (new[changed] == 0).all()
+        # reference: the k best-scoring anchors among the ignored, certain-background ones
+        pool = old == -1
+        if positive[i]:
+            pool &= np_iou(anchors, target[i]) < cfg.train.thr_low
+        ref = np.nonzero(pool)[0][np.argsort(-odds[i][pool], kind="stable")[:k]]
+        assert set(changed.tolist()) == set(ref.tolist()) and len(changed) == min(k, pool.sum())
+    assert torch.equal(m.label_loc_weight, t.label_loc_weight) and torch.equal(m.label_loc, t.label_loc)
 
 
 def test_rpn_loss_matches_reference_and_gradcheck():
@@ -153,6 +186,22 @@ def test_pretrain_runs_resumes_and_writes_loadable_weights(tiny_data, tmp_path):
                  "eval_max_tracks=1", "--set", "threads=1"]) == 0
 
 
+def test_pretrain_with_mined_pairs_resumes_exactly(tiny_data, tmp_path):
+    from deepmot.config import load_config
+    from trackers.siamrpn.pretrain import PretrainConfig, pretrain
+
+    args = [f"data={tiny_data}", f"runs_root={tmp_path / 'runs'}", "batch_size=4", "warmup_steps=1",
+            "checkpoint_every=1", "threads=1", "drift=0.5", "hard_anchors=8",
+            "hard_negatives=0.5"]
+    straight, _ = pretrain(load_config(PretrainConfig, None, args + ["steps=3", f"out={tmp_path / 'a.pth'}"]))
+    _, run_dir = pretrain(load_config(PretrainConfig, None, args + ["steps=2", f"out={tmp_path / 'b.pth'}"]))
+    assert "tracker failures kept" in (run_dir / "log.txt").read_text()
+    resumed, _ = pretrain(load_config(PretrainConfig, None, args + ["steps=3", f"out={tmp_path / 'b.pth'}"]),
+                          resume=str(run_dir))
+    for k, v in straight.state_dict().items():
+        assert torch.equal(resumed.state_dict()[k], v), k
+
+
 def test_frame_cache_holds_decoded_frames_and_their_mean(tiny_data):
     import cv2
 
@@ -184,6 +233,90 @@ def test_hard_negatives_come_from_the_same_scene_near_the_template_frame(tiny_da
         assert other is not tr
         seqs.add(other.seq != tr.seq)
     assert seqs == {True, False}  # plain negatives come from any sequence
+
+
+def test_drift_records_are_the_single_target_trackers_failures(tiny_data):
+    from deepmot.boxes import box_iou, xywh_to_xyxy
+    from deepmot.datasets.mot import discover_sequences, read_gt
+    from trackers.siamrpn.pretrain import mine_drift
+    from trackers.siamrpn.tracker import SiamRPNTracker
+    import cv2
+
+    torch.manual_seed(0)
+    model = build_siamrpn("siamrpn_alex_tiny").eval()  # untrained: it fails often
+    records = mine_drift(model, tiny_data, "train", exclude=["MOT17-04"])
+    assert records and {r.seq for r in records} == {"MOT17-02"}
+    info = [i for i in discover_sequences(tiny_data, "train") if "MOT17-02" in i.name][0]
+    rows = read_gt(info.gt_path)
+    rows = rows.select((rows.cls == 1) & (rows.conf == 1))
+    ref = []
+    for ident in np.unique(rows.id):   # reference: each object alone through the one-target tracker
+        sel = np.nonzero(rows.id == ident)[0]
+        sel = sel[np.argsort(rows.frame[sel])]
+        tracker = SiamRPNTracker(model)
+        box = rows.xywh[sel[0]].copy()
+        box[:2] -= 1
+        img = lambda f: cv2.imread(str(info.image_path(int(f))), cv2.IMREAD_COLOR)
+        tracker.init(img(rows.frame[sel[0]]), box)
+        for r in sel[1:]:
+            view = np.r_[tracker.center_pos, tracker.size]
+            out = tracker.track(img(rows.frame[r]))
+            g = torch.tensor(rows.xywh[r], dtype=torch.float64)
+            g[:2] -= 1
+            iou = float(box_iou(xywh_to_xyxy(torch.tensor(out["bbox"], dtype=torch.float64)[None]),
+                                xywh_to_xyxy(g[None]))[0, 0])
+            w, h = view[2:]
+            p = 0.5 * (w + h)
+            s_x = np.sqrt((w + p) * (h + p)) * 191 / 127
+            gc = g[:2].numpy() + (g[2:].numpy() - 1) / 2
+            if iou <= 0.5 and (np.abs(gc - view[:2]) < s_x / 2).all():
+                ref.append((int(ident), int(rows.frame[r]), view))
+    got = sorted((r.ident, r.frame, np.asarray(r.view)) for r in records)
+    ref = sorted(ref, key=lambda t: t[:2])
+    assert [g[:2] for g in got] == [r[:2] for r in ref]
+    assert all(np.allclose(g[2], r[2], atol=1e-6) for g, r in zip(got, ref))
+
+
+def test_drift_pairs_cut_the_search_crop_where_the_tracker_looked(tiny_data):
+    from trackers.siamrpn.pairs import DriftRecord, context_side
+
+    cfg = load_siamrpn_config("siamrpn_alex_tiny", ["train.search_shift=0", "train.search_scale=0",
+                                                    "train.template_shift=0", "train.template_scale=0",
+                                                    "train.color=0", "train.gray=0"])
+    sampler = PairSampler(tiny_data, cfg, exclude=["MOT17-04"])
+    tr = sampler.tracks[0]
+    x, y, w, h = tr.xywh[1]
+    cx, cy = x + (w - 1) / 2, y + (h - 1) / 2
+    view = (cx + 10.0, cy - 5.0, w * 1.2, h * 1.2)
+    kept = sampler.add_drift([DriftRecord("MOT17-02", tr.ident, int(tr.frames[1]), view),
+                              DriftRecord("MOT17-02", 10**6, 1, view),       # unknown object
+                              DriftRecord("MOT17-04", tr.ident, 1, view)], 1.0)  # excluded sequence
+    assert kept == 1
+    b = sampler.sample(3, np.random.default_rng(0))
+    assert b.positive.all()
+    k = 127 / context_side(view[2], view[3], 0.5)
+    c = (cfg.train.search_size - 1) / 2
+    want = torch.tensor([c - 10 * k, c + 5 * k, w * k, h * k], dtype=torch.float32).expand(3, 4)
+    assert torch.allclose(b.target, want, atol=1e-4)
+    img, mean = sampler._frame(tr.seq, int(tr.frames[1]))
+    ref = crop_affine(img, view[:2], (k, k), cfg.train.search_size, mean)
+    assert np.array_equal(b.search[0].numpy().transpose(1, 2, 0), ref)
+    # the template is the object's first box, as a tracker's is
+    (x0, y0, w0, h0), f0 = tr.xywh[0], int(tr.frames[0])
+    z = crop_affine(*sampler._frame(tr.seq, f0)[:1], (x0 + (w0 - 1) / 2, y0 + (h0 - 1) / 2),
+                    (127 / context_side(w0, h0, 0.5),) * 2, 127, sampler._frame(tr.seq, f0)[1])
+    assert np.array_equal(b.template[0].numpy().transpose(1, 2, 0), z)
+
+
+@pytest.mark.parametrize("bad", ["drift=2", "drift=-0.1", "hard_negatives=1.5", "hard_anchors=-1"])
+def test_bad_pretrain_option_is_one_error_line(bad, capsys):
+    from trackers.siamrpn.pretrain import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["--set", bad])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert bad.split("=")[0] in err and "Traceback" not in err
 
 
 def test_unknown_optimizer_is_a_clear_error(tiny_data, tmp_path):

@@ -28,7 +28,7 @@ from deepmot.errors import MissingDataError
 
 from .config import SiamRPNConfig
 
-__all__ = ["TrackRecord", "PairSampler", "PairBatch", "crop_affine", "context_side"]
+__all__ = ["TrackRecord", "DriftRecord", "PairSampler", "PairBatch", "crop_affine", "context_side"]
 
 
 @dataclass
@@ -39,6 +39,18 @@ class TrackRecord:
     ident: int
     frames: np.ndarray
     xywh: np.ndarray
+
+
+@dataclass
+class DriftRecord:
+    """Where a tracker looked for an object: sequence base name ``seq`` (``MOT17-02``), object
+    ``ident``, 1-based ``frame`` and ``view`` ``(cx, cy, w, h)`` image pixels, the tracker's state
+    before that frame (its search crop is centred there, sized from ``w, h``)."""
+
+    seq: str
+    ident: int
+    frame: int
+    view: tuple[float, float, float, float]
 
 
 @dataclass
@@ -115,6 +127,8 @@ class PairSampler:
         if not self.tracks:
             raise MissingDataError(f"no usable GT tracks in split '{split}'", Path(root))
         self.hard_negatives = hard_negatives
+        self._drift: list[tuple[int, int, np.ndarray]] = []
+        self.drift = 0.0
         self._by_seq = [[t for t in self.tracks if t.seq == k] for k in range(len(self.sequences))]
         self._cache: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
         self._cache_size = cache_images
@@ -147,21 +161,26 @@ class PairSampler:
         return tr, i, int(rng.choice(near))
 
     def _crop(self, rng: np.random.Generator, tr: TrackRecord, i: int, out_size: int,
-              shift: float, scale: float, gray: bool) -> tuple[np.ndarray, np.ndarray]:
-        """Crop row ``i`` of ``tr`` to ``out_size`` with jitter; returns (crop HWC uint8, target cxcywh)."""
+              shift: float, scale: float, gray: bool,
+              view: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Crop row ``i`` of ``tr`` to ``out_size`` with jitter; returns (crop HWC uint8, target
+        cxcywh). The crop is centred on, and scaled for, the GT box, or ``view`` ``(cx, cy, w, h)``
+        (image pixels) when given: a tracker's state, the object then where it is relative to it."""
         t = self.cfg.train
         img, mean = self._frame(tr.seq, int(tr.frames[i]))
         x, y, w, h = tr.xywh[i]
         cx, cy = x + (w - 1) / 2, y + (h - 1) / 2
-        s_z = context_side(w, h, self.cfg.context_amount)
+        vx, vy, vw, vh = (cx, cy, w, h) if view is None else view
+        s_z = context_side(vw, vh, self.cfg.context_amount)
         base = self.cfg.exemplar_size / s_z  # crop pixels per image pixel (no jitter)
         f = 1.0 + rng.uniform(-1, 1, size=2) * scale  # crop box grows by f: target shrinks
         k = base / f
         d = rng.uniform(-1, 1, size=2) * shift        # target moves by -d in the crop
-        center = (cx + d[0] / k[0], cy + d[1] / k[1])
+        center = (vx + d[0] / k[0], vy + d[1] / k[1])
         crop = crop_affine(img, center, (k[0], k[1]), out_size, mean)
         c = (out_size - 1) / 2
-        target = np.array([c - d[0], c - d[1], w * k[0], h * k[1]], dtype=np.float32)
+        target = np.array([c + k[0] * (cx - vx) - d[0], c + k[1] * (cy - vy) - d[1], w * k[0], h * k[1]],
+                          dtype=np.float32)
         if gray:
             crop = cv2.cvtColor(cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2BGR)
         if rng.random() < t.color:
@@ -185,19 +204,47 @@ class PairSampler:
             other = self.tracks[rng.integers(len(self.tracks))]
         return other, int(rng.integers(len(other.frames)))
 
+    def add_drift(self, records: list[DriftRecord], share: float) -> int:
+        """Use tracker states (tracking in the loop): a share ``share`` of the pairs becomes a
+        record's object, template from its first usable box (a tracker's template is its first
+        box), search crop where the tracker looked (``view``; little jitter), the object at its
+        true place in it. Records of boxes this sampler does not use (too occluded, too small)
+        are dropped; returns how many were kept."""
+        rows = {(split_variant(self.sequences[tr.seq].name)[0], tr.ident): k
+                for k, tr in enumerate(self.tracks)}
+        self._drift = []
+        for r in records:
+            k = rows.get((r.seq, r.ident))
+            if k is None:
+                continue
+            j = np.nonzero(self.tracks[k].frames == r.frame)[0]
+            if len(j):
+                self._drift.append((k, int(j[0]), np.asarray(r.view, dtype=np.float64)))
+        self.drift = share
+        return len(self._drift)
+
     def sample(self, batch_size: int, rng: np.random.Generator) -> PairBatch:
         """``batch_size`` pairs drawn with ``rng`` (the only source of randomness)."""
         t = self.cfg.train
         zs, xs, targets, pos = [], [], [], []
         for _ in range(batch_size):
-            tr, i, j = self._pick(rng)
+            view = None
+            if self._drift and rng.random() < self.drift:
+                k, j, view = self._drift[rng.integers(len(self._drift))]
+                tr, i = self.tracks[k], 0
+            else:
+                tr, i, j = self._pick(rng)
             gray = rng.random() < t.gray
-            negative = rng.random() < t.neg and len(self.tracks) > 1
+            negative = view is None and rng.random() < t.neg and len(self.tracks) > 1
             z, _ = self._crop(rng, tr, i, self.cfg.exemplar_size, t.template_shift,
                               t.template_scale, gray)
             if negative:
                 tr, j = self._negative(rng, tr, int(tr.frames[i]))
-            x, target = self._crop(rng, tr, j, t.search_size, t.search_shift, t.search_scale, gray)
+            if view is None:
+                x, target = self._crop(rng, tr, j, t.search_size, t.search_shift, t.search_scale, gray)
+            else:  # the tracker's own crop, jittered by a quarter of the usual amount
+                x, target = self._crop(rng, tr, j, t.search_size, t.search_shift / 4,
+                                       t.search_scale / 4, gray, view)
             zs.append(z.transpose(2, 0, 1))
             xs.append(x.transpose(2, 0, 1))
             targets.append(target)

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from deepmot.boxes import box_iou, xywh_to_xyxy
-from deepmot.config import config_to_dict, load_config
+from deepmot.config import ConfigError, config_to_dict, load_config
 from deepmot.datasets.mot import discover_sequences, read_gt, split_variant
 from deepmot.engine.checkpoint import atomic_write, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from deepmot.engine.run import Run, find_latest_checkpoint
@@ -31,11 +31,11 @@ from deepmot.errors import MissingDataError
 
 from .checkpoint import load_pysot_checkpoint
 from .model import SiamRPN, build_siamrpn
-from .pairs import PairSampler
+from .pairs import DriftRecord, PairSampler, context_side
 from .params import TrackParams
-from .targets import anchor_targets, rpn_loss
+from .targets import anchor_targets, mine_hard_negatives, rpn_loss
 
-__all__ = ["PretrainConfig", "pretrain", "evaluate_sot", "main", "SYNTHETIC_WEIGHTS"]
+__all__ = ["PretrainConfig", "pretrain", "evaluate_sot", "mine_drift", "main", "SYNTHETIC_WEIGHTS"]
 
 #: Shipped ``siamrpn_alex_tiny`` weights pre-trained on the synthetic set (bare state dict;
 #: how they were trained: ``weights/README.md`` next to them).
@@ -56,6 +56,9 @@ class PretrainConfig:
     eval_sequences: list[str] = field(default_factory=list)  # evaluate only these (default: all)
     min_vis: float = 0.5                 # GT boxes less visible than this are not cut into pairs
     hard_negatives: float = 0.0          # share of negative pairs taken from the same scene
+    drift: float = 0.0                   # share of pairs cut where the tracker looked when it failed
+    drift_track: dict = field(default_factory=lambda: {"window_influence": 0.15, "lr": 0.1})
+    hard_anchors: int = 0                # per pair, this many top-scoring background anchors added as negatives
     steps: int = 300                     # the fast recipe: ~3 min on 2 idle CPU cores (tiny model)
     batch_size: int = 16
     optimizer: str = "adam"              # "adam" (AdamW) or "sgd" (momentum, PySOT's choice)
@@ -72,6 +75,13 @@ class PretrainConfig:
     eval_max_tracks: int | None = None   # None: every test object
     out: str = "weights/siamrpn_pretrained.pth"
     runs_root: str = "runs"
+
+    def __post_init__(self) -> None:
+        for name in ("hard_negatives", "drift"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"{name} must be a share in [0, 1], got {getattr(self, name)}")
+        if self.hard_anchors < 0:
+            raise ConfigError(f"hard_anchors must be >= 0, got {self.hard_anchors}")
 
 
 def _lr(cfg: PretrainConfig, step: int) -> float:
@@ -92,6 +102,14 @@ def pretrain(cfg: PretrainConfig, resume: str | None = None) -> tuple[SiamRPN, P
     sampler = PairSampler(cfg.data, mcfg, cfg.split, min_vis=cfg.min_vis, exclude=cfg.exclude,
                           hard_negatives=cfg.hard_negatives)
     opt = _optimizer(cfg, model)
+    if cfg.drift > 0:
+        t = time.time()
+        records = mine_drift(model, cfg.data, cfg.split, TrackParams.from_config(mcfg, **cfg.drift_track),
+                             exclude=cfg.exclude)
+        kept = sampler.add_drift(records, cfg.drift)
+        model.train()
+        drift_note = (f"{kept} tracker failures kept of {len(records)} mined in "
+                      f"{time.time() - t:.0f}s (drift share {cfg.drift})")
     run = Run.create("siamrpn_pretrain", cfg, root=cfg.runs_root, resume=resume)
     rng = np.random.default_rng(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -110,6 +128,8 @@ def pretrain(cfg: PretrainConfig, resume: str | None = None) -> tuple[SiamRPN, P
     run.logger.info("model %s (%d parameters), %d training tracks in %d sequences",
                     mcfg.name, sum(p.numel() for p in model.parameters()), len(sampler.tracks),
                     len(sampler.sequences))
+    if cfg.drift > 0:
+        run.logger.info(drift_note)
     model.train()
     t0 = time.time()
     t_data = 0.0
@@ -121,6 +141,8 @@ def pretrain(cfg: PretrainConfig, resume: str | None = None) -> tuple[SiamRPN, P
         targets = anchor_targets(batch.target, batch.positive, mcfg, gen)
         t_data += time.perf_counter() - td
         cls, loc = model(batch.template, batch.search)
+        targets = mine_hard_negatives(cls, targets, batch.target, batch.positive, mcfg,
+                                      cfg.hard_anchors)
         loss, cls_loss, loc_loss = rpn_loss(cls, loc, targets, mcfg.train.cls_weight,
                                             mcfg.train.loc_weight)
         opt.zero_grad()
@@ -200,6 +222,24 @@ def evaluate_sot(model: SiamRPN, root: str | Path, split: str = "test", iou_thre
     return _summary(totals)
 
 
+@torch.no_grad()
+def mine_drift(model: SiamRPN, root: str | Path, split: str = "train", params: TrackParams | None = None,
+               iou_threshold: float = 0.5, exclude: list[str] | tuple[str, ...] = ()) -> list[DriftRecord]:
+    """Tracking in the loop: track every scored object of ``root/split`` alone, as
+    :func:`evaluate_sot` does, and return a :class:`DriftRecord` (the tracker's state before the
+    frame) for each frame where the box has IoU <= ``iou_threshold`` with the GT while the GT
+    centre is still inside the search window, i.e. where the network picked something else."""
+    out: list[DriftRecord] = []
+    seen = set()
+    for info in discover_sequences(root, split):
+        base, _ = split_variant(info.name)
+        if base in seen or base in exclude or not info.gt_path.is_file():
+            continue
+        seen.add(base)
+        _track_sequence(model, info, iou_threshold, None, params, record=(base, out))
+    return out
+
+
 def _summary(counts: np.ndarray) -> dict[str, float]:
     hits, frames, tracks, iou_sum = (float(c) for c in counts)
     return {"success": hits / max(frames, 1.0), "frames": frames, "tracks": tracks,
@@ -207,8 +247,10 @@ def _summary(counts: np.ndarray) -> dict[str, float]:
 
 
 def _track_sequence(model: SiamRPN, info, iou_threshold: float, max_tracks: int | None,
-                    params: TrackParams | None = None) -> np.ndarray:
-    """Track the first ``max_tracks`` scored objects of one sequence; ``[hits, frames, tracks, sum IoU]``."""
+                    params: TrackParams | None = None,
+                    record: tuple[str, list[DriftRecord]] | None = None) -> np.ndarray:
+    """Track the first ``max_tracks`` scored objects of one sequence; ``[hits, frames, tracks, sum IoU]``.
+    ``record = (name, list)``: failures are appended to the list (see :func:`mine_drift`)."""
     from .tracker import BatchedSiamRPNTracker  # the tracking procedure (another module's job)
     import cv2
 
@@ -231,13 +273,21 @@ def _track_sequence(model: SiamRPN, info, iou_threshold: float, max_tracks: int 
         if gone:
             tracker.remove(gone)
         if len(tracker):
+            before = torch.cat([tracker.state.center, tracker.state.size], dim=1)
             res = tracker.track(img)
-            for i, box in zip(res.ids, res.bbox):
+            for k, (i, box) in enumerate(zip(res.ids, res.bbox)):
                 if i in gt:
                     g = torch.as_tensor(gt[i], dtype=torch.float64).clone()
                     g[:2] -= 1.0  # file is 1-based; the tracker works 0-based
                     iou = float(box_iou(xywh_to_xyxy(box[None]), xywh_to_xyxy(g[None]))[0, 0])
                     counts += (iou > iou_threshold, 1, 0, iou)
+                    if record is not None and iou <= iou_threshold:
+                        view = before[k].numpy()
+                        s_x = context_side(view[2], view[3], tracker.params.context_amount) \
+                            * tracker.params.instance_size / tracker.params.exemplar_size
+                        gc = g[:2].numpy() + (g[2:].numpy() - 1) / 2
+                        if (np.abs(gc - view[:2]) < s_x / 2).all():
+                            record[1].append(DriftRecord(record[0], i, f, tuple(float(v) for v in view)))
         new = [i for i in gt if first[i] == f]
         if new:
             boxes = np.stack([gt[i] for i in new]).astype(np.float64)
@@ -272,14 +322,18 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point."""
-    args = _parser().parse_args(argv)
+    ap = _parser()
+    args = ap.parse_args(argv)
     overrides = list(args.set)
     for key, val in (("model", args.model), ("data", args.data), ("steps", args.steps),
                      ("batch_size", args.batch_size), ("out", args.out), ("init", args.init),
                      ("seed", args.seed)):
         if val is not None:
             overrides.append(f"{key}={val}")
-    cfg = load_config(PretrainConfig, args.config, overrides)
+    try:
+        cfg = load_config(PretrainConfig, args.config, overrides)
+    except ConfigError as e:  # a bad config file or --set value: one line, exit 2
+        ap.error(str(e))
     if args.eval_only:
         torch.set_num_threads(cfg.threads)
         model = build_siamrpn(cfg.model, cfg.model_overrides)

@@ -22,7 +22,7 @@ from deepmot.boxes import box_iou, cxcywh_to_xyxy
 from .anchors import anchor_grid
 from .config import SiamRPNConfig
 
-__all__ = ["AnchorTargets", "training_anchors", "anchor_targets", "rpn_loss"]
+__all__ = ["AnchorTargets", "training_anchors", "anchor_targets", "mine_hard_negatives", "rpn_loss"]
 
 
 @dataclass
@@ -87,6 +87,35 @@ def anchor_targets(target: Tensor, positive: Tensor, cfg: SiamRPNConfig,
             cls[i, neg] = 0
     return AnchorTargets(cls.view(b, a, s, s), loc.view(b, 4, a, s, s).contiguous(),
                          weight.view(b, a, s, s))
+
+
+@torch.no_grad()
+def mine_hard_negatives(cls: Tensor, targets: AnchorTargets, target: Tensor, positive: Tensor,
+                        cfg: SiamRPNConfig, k: int) -> AnchorTargets:
+    """Online hard-negative anchor mining: per pair, label as negative (0) the ``k`` anchors
+    with the highest foreground log-odds among those still ignored (-1) that are certainly
+    background: IoU with the target below ``thr_low`` in a positive pair, any anchor in a
+    negative pair (its search object is another one). ``cls (B, 2A, S, S)`` logits of the
+    current forward pass; ``target``/``positive`` as for :func:`anchor_targets`. Returns new
+    targets (the input is not changed); ``k = 0`` returns them as they are."""
+    if k <= 0:
+        return targets
+    b, _, h, w = cls.shape
+    a = targets.label_cls.shape[1]
+    odds = cls.detach().view(b, 2, a, h, w).float()
+    odds = (odds[:, 1] - odds[:, 0]).reshape(b, -1).cpu()                 # (B, K)
+    anchors = training_anchors(cfg)
+    iou = box_iou(cxcywh_to_xyxy(anchors), cxcywh_to_xyxy(target.to(torch.float32))).T
+    pool = (iou < cfg.train.thr_low) | ~positive.view(-1, 1).bool()
+    label = targets.label_cls.reshape(b, -1).clone()
+    pool &= label == -1
+    odds = odds.masked_fill(~pool, float("-inf"))
+    top = odds.topk(min(k, odds.shape[1]), dim=1)
+    rows = torch.arange(b).view(-1, 1).expand_as(top.indices)
+    keep = torch.isfinite(top.values)
+    label[rows[keep], top.indices[keep]] = 0
+    return AnchorTargets(label.view_as(targets.label_cls), targets.label_loc,
+                         targets.label_loc_weight)
 
 
 def rpn_loss(cls: Tensor, loc: Tensor, targets: AnchorTargets, cls_weight: float = 1.0,
