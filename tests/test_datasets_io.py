@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from deepmot.boxes import xywh_to_xyxy
 from deepmot.datasets.mot import (
     discover_sequences,
+    gt_sequences,
     half_frame_range,
     read_detections,
     read_gt,
@@ -282,3 +283,18 @@ def test_discovery_mot20_style_and_variants(tmp_path: Path) -> None:
     assert [s.name for s in discover_sequences(tmp_path)] == ["MOT17-02-DPM", "MOT17-02-SDP", "MOT20-01"]
     assert [s.name for s in discover_sequences(tmp_path, detections=["SDP"])] == ["MOT17-02-SDP", "MOT20-01"]
     assert [s.name for s in discover_sequences(tmp_path / "train")] == ["MOT17-02-DPM", "MOT17-02-SDP", "MOT20-01"]
+
+
+def test_gt_sequences_one_variant_per_base_with_gt(tmp_path: Path) -> None:
+    for name, gt in (("MOT17-02-DPM", True), ("MOT17-02-SDP", True), ("MOT17-04-DPM", False),
+                     ("MOT17-05-FRCNN", True), ("MOT20-01", True)):
+        d = tmp_path / "train" / name
+        (d / "gt").mkdir(parents=True)
+        (d / "seqinfo.ini").write_text(f"[Sequence]\nname={name}\nseqLength=5\nimWidth=64\nimHeight=48\n")
+        if gt:
+            (d / "gt" / "gt.txt").write_text("1,1,1,1,5,5,1,1,1\n")
+    got = gt_sequences(tmp_path)
+    assert [(b, i.name) for b, i in got] == [("MOT17-02", "MOT17-02-DPM"), ("MOT17-05", "MOT17-05-FRCNN"),
+                                             ("MOT20-01", "MOT20-01")]   # 04 has no GT
+    assert [b for b, _ in gt_sequences(tmp_path, exclude=["MOT17-02"])] == ["MOT17-05", "MOT20-01"]
+    assert [b for b, _ in gt_sequences(tmp_path, only=["MOT20-01", "MOT17-02"])] == ["MOT17-02", "MOT20-01"]

@@ -22,6 +22,7 @@ __all__ = [
     "write_seqinfo",
     "split_variant",
     "discover_sequences",
+    "gt_sequences",
     "half_frame_range",
     "MOT17_VARIANTS",
 ]
@@ -188,6 +189,20 @@ def discover_sequences(root, split: str = "train", detections=None) -> list[SeqI
             continue
         out.append(read_seqinfo(d))
     return sorted(out, key=lambda s: s.name)
+
+
+def gt_sequences(root, split: str = "train", exclude=(), only=None) -> list[tuple[str, SeqInfo]]:
+    """``(base name, SeqInfo)`` of the sequences of ``root/split`` that have a ``gt/gt.txt``, one
+    variant per base name (the first by name: the MOT17 variants share their GT), without the base
+    names in ``exclude`` and, when ``only`` is given, just those. Errors as :func:`discover_sequences`."""
+    out, seen = [], set()
+    for info in discover_sequences(root, split):
+        base, _ = split_variant(info.name)
+        if base in seen or base in exclude or (only and base not in only) or not info.gt_path.is_file():
+            continue
+        seen.add(base)
+        out.append((base, info))
+    return out
 
 
 def half_frame_range(seq_length: int, half: str) -> tuple[int, int]:

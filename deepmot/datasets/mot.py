@@ -26,6 +26,7 @@ from deepmot.datasets.layout import (
     MOT17_VARIANTS,
     SeqInfo,
     discover_sequences,
+    gt_sequences,
     half_frame_range,
     read_seqinfo,
     split_variant,
@@ -48,6 +49,7 @@ __all__ = [
     "write_detections",
     "split_variant",
     "discover_sequences",
+    "gt_sequences",
     "half_frame_range",
     "MOT17_VARIANTS",
 ]

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from deepmot.datasets.mot import SeqInfo, discover_sequences, read_gt, split_variant
+from deepmot.datasets.mot import SeqInfo, gt_sequences, read_gt, split_variant
 from deepmot.errors import MissingDataError
 
 from .config import SiamRPNConfig
@@ -102,12 +102,7 @@ class PairSampler:
         self.cfg = cfg
         self.sequences: list[SeqInfo] = []
         self.tracks: list[TrackRecord] = []
-        seen = set()
-        for info in discover_sequences(root, split):
-            base, _ = split_variant(info.name)
-            if base in seen or base in exclude or not info.gt_path.is_file():
-                continue
-            seen.add(base)
+        for _, info in gt_sequences(root, split, exclude):
             rows = read_gt(info.gt_path, info.seq_length)
             ctr = rows.xywh[:, :2] - 1 + rows.xywh[:, 2:] / 2  # centre inside the image
             keep = (rows.cls == 1) & (rows.conf == 1) & (rows.vis >= min_vis) \

@@ -23,7 +23,7 @@ import torch
 
 from deepmot.boxes import box_iou, xywh_to_xyxy
 from deepmot.config import ConfigError, config_to_dict, load_config
-from deepmot.datasets.mot import discover_sequences, read_gt, split_variant
+from deepmot.datasets.mot import gt_sequences, read_gt
 from deepmot.engine.checkpoint import atomic_write, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from deepmot.engine.run import Run, find_latest_checkpoint
 from deepmot.engine.seed import seed_everything
@@ -208,12 +208,7 @@ def evaluate_sot(model: SiamRPN, root: str | Path, split: str = "test", iou_thre
     config). Returns ``{"success", "frames", "tracks", "mean_iou"}``."""
     model.eval()
     totals = np.zeros(4)                     # hits, frames, tracks, sum of IoU
-    seen = set()
-    for info in discover_sequences(root, split):
-        base, _ = split_variant(info.name)
-        if base in seen or not info.gt_path.is_file() or (sequences and base not in sequences):
-            continue
-        seen.add(base)
+    for base, info in gt_sequences(root, split, only=sequences):
         left = None if max_tracks is None else max(0, max_tracks - int(totals[2]))
         counts = _track_sequence(model, info, iou_threshold, left, params)
         totals += counts
@@ -230,12 +225,7 @@ def mine_drift(model: SiamRPN, root: str | Path, split: str = "train", params: T
     frame) for each frame where the box has IoU <= ``iou_threshold`` with the GT while the GT
     centre is still inside the search window, i.e. where the network picked something else."""
     out: list[DriftRecord] = []
-    seen = set()
-    for info in discover_sequences(root, split):
-        base, _ = split_variant(info.name)
-        if base in seen or base in exclude or not info.gt_path.is_file():
-            continue
-        seen.add(base)
+    for base, info in gt_sequences(root, split, exclude):
         _track_sequence(model, info, iou_threshold, None, params, record=(base, out))
     return out
 
