@@ -303,8 +303,9 @@ def test_drift_pairs_cut_the_search_crop_where_the_tracker_looked(tiny_data):
     assert np.array_equal(b.search[0].numpy().transpose(1, 2, 0), ref)
     # the template is the object's first box, as a tracker's is
     (x0, y0, w0, h0), f0 = tr.xywh[0], int(tr.frames[0])
-    z = crop_affine(*sampler._frame(tr.seq, f0)[:1], (x0 + (w0 - 1) / 2, y0 + (h0 - 1) / 2),
-                    (127 / context_side(w0, h0, 0.5),) * 2, 127, sampler._frame(tr.seq, f0)[1])
+    img0, mean0 = sampler._frame(tr.seq, f0)
+    z = crop_affine(img0, (x0 + (w0 - 1) / 2, y0 + (h0 - 1) / 2), (127 / context_side(w0, h0, 0.5),) * 2,
+                    127, mean0)
     assert np.array_equal(b.template[0].numpy().transpose(1, 2, 0), z)
 
 

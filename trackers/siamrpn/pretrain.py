@@ -107,7 +107,6 @@ def pretrain(cfg: PretrainConfig, resume: str | None = None) -> tuple[SiamRPN, P
         records = mine_drift(model, cfg.data, cfg.split, TrackParams.from_config(mcfg, **cfg.drift_track),
                              exclude=cfg.exclude)
         kept = sampler.add_drift(records, cfg.drift)
-        model.train()
         drift_note = (f"{kept} tracker failures kept of {len(records)} mined in "
                       f"{time.time() - t:.0f}s (drift share {cfg.drift})")
     run = Run.create("siamrpn_pretrain", cfg, root=cfg.runs_root, resume=resume)
