@@ -235,11 +235,9 @@ class PairSampler:
                               t.template_scale, gray)
             if negative:
                 tr, j = self._negative(rng, tr, int(tr.frames[i]))
-            if view is None:
-                x, target = self._crop(rng, tr, j, t.search_size, t.search_shift, t.search_scale, gray)
-            else:  # the tracker's own crop, jittered by a quarter of the usual amount
-                x, target = self._crop(rng, tr, j, t.search_size, t.search_shift / 4,
-                                       t.search_scale / 4, gray, view)
+            jitter = 1.0 if view is None else 0.25  # the tracker's own crop: a quarter of the jitter
+            x, target = self._crop(rng, tr, j, t.search_size, t.search_shift * jitter,
+                                   t.search_scale * jitter, gray, view)
             zs.append(z.transpose(2, 0, 1))
             xs.append(x.transpose(2, 0, 1))
             targets.append(target)

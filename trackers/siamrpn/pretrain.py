@@ -102,14 +102,14 @@ def pretrain(cfg: PretrainConfig, resume: str | None = None) -> tuple[SiamRPN, P
     sampler = PairSampler(cfg.data, mcfg, cfg.split, min_vis=cfg.min_vis, exclude=cfg.exclude,
                           hard_negatives=cfg.hard_negatives)
     opt = _optimizer(cfg, model)
-    if cfg.drift > 0:
+    run = Run.create("siamrpn_pretrain", cfg, root=cfg.runs_root, resume=resume)
+    if cfg.drift > 0:  # mined with the starting weights, before a resume loads its checkpoint
         t = time.time()
         records = mine_drift(model, cfg.data, cfg.split, TrackParams.from_config(mcfg, **cfg.drift_track),
                              exclude=cfg.exclude)
         kept = sampler.add_drift(records, cfg.drift)
-        drift_note = (f"{kept} tracker failures kept of {len(records)} mined in "
-                      f"{time.time() - t:.0f}s (drift share {cfg.drift})")
-    run = Run.create("siamrpn_pretrain", cfg, root=cfg.runs_root, resume=resume)
+        run.logger.info("%d tracker failures kept of %d mined in %.0fs (drift share %s)",
+                        kept, len(records), time.time() - t, cfg.drift)
     rng = np.random.default_rng(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     start = 0
@@ -127,8 +127,6 @@ def pretrain(cfg: PretrainConfig, resume: str | None = None) -> tuple[SiamRPN, P
     run.logger.info("model %s (%d parameters), %d training tracks in %d sequences",
                     mcfg.name, sum(p.numel() for p in model.parameters()), len(sampler.tracks),
                     len(sampler.sequences))
-    if cfg.drift > 0:
-        run.logger.info(drift_note)
     model.train()
     t0 = time.time()
     t_data = 0.0
