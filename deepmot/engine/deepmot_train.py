@@ -59,12 +59,12 @@ class ValidationConfig:
     """Validation by multi-object inference with public detections (``trackers.multi``).
 
     ``split``/``frames``: which sequences and frames (MOT17: ``train`` + ``val-half``; the
-    synthetic set: ``test`` + ``full``). ``detections``: MOT17 detector variants to run.
+    synthetic set: ``val`` + ``full``, never ``test``: choices are made on it). ``detections``: MOT17 detector variants to run.
     ``max_sequences``: cap (None = all). ``mot``: ``a.b=value`` overrides of the inference
     config (``trackers.multi_config.MOTConfig`` keys).
     """
 
-    split: str = "test"
+    split: str = "val"
     frames: str = "full"
     detections: list[str] = field(default_factory=lambda: ["FRCNN"])
     max_sequences: int | None = None
@@ -134,6 +134,10 @@ class DeepMOTTrainConfig:
     eval_after: bool = True              # evaluate the final tracker
     best_metric: str = "MOTA"
     validation: ValidationConfig = field(default_factory=ValidationConfig)
+    # final report (deepmot.engine.final_report): start / shipped / after on validation, test once
+    hand_back: str = "best"              # "best": the best validated model, step 0 included; "last"
+    shipped_baseline: bool = True        # also validate the shipped synthetic SiamRPN weights
+    test: ValidationConfig | None = None  # evaluated once, after training; None: no test row
     checkpoint_every: int = 1            # clip batches between checkpoints
 
 
@@ -220,6 +224,8 @@ class DeepMOTTrainer:
         weights = {"w_mota": cfg.w_mota, "w_motp": cfg.w_motp, "w_focal": cfg.w_focal}
         if any(w < 0 for w in weights.values()) or not any(w > 0 for w in weights.values()):
             raise ValueError(f"loss weights must be >= 0 with at least one > 0, got {weights}")
+        if cfg.hand_back not in ("best", "last"):
+            raise ValueError(f"hand_back must be 'best' or 'last', got {cfg.hand_back!r}")
         if cfg.clips_per_step % dist_info.world:
             raise ValueError(f"clips_per_step={cfg.clips_per_step} must be a multiple of the "
                              f"number of processes ({dist_info.world})")
@@ -275,18 +281,12 @@ class DeepMOTTrainer:
     # ------------------------------------------------------------- evaluation
     def default_evaluate(self, model: nn.Module, step: int) -> dict:
         """Multi-object inference with public detections + official evaluation on the
-        validation sequences (:func:`deepmot.engine.inference.evaluate_tracker`)."""
-        from deepmot.engine.inference import evaluate_tracker
-        from trackers.multi_config import MOTConfig
+        validation sequences (:func:`deepmot.engine.final_report.evaluate_split`); ``step=-1``
+        validates the shipped weights for the final report."""
+        from deepmot.engine.final_report import evaluate_split
 
-        v = self.cfg.validation
-        seqs = discover_sequences(self.data_root, v.split, detections=v.detections or None)
-        if v.max_sequences is not None:
-            seqs = seqs[:v.max_sequences]
-        mot = load_config(MOTConfig, None, v.mot)
-        out_dir = self.run.dir / "eval" / f"step{step:07d}"
-        frames = None if v.frames == "full" else v.frames
-        return evaluate_tracker(model, seqs, mot, out_dir, frame_range=frames)
+        out_dir = self.run.dir / "eval" / ("shipped" if step < 0 else f"step{step:07d}")
+        return evaluate_split(model, self.data_root, self.cfg.validation, out_dir)
 
     def evaluate(self) -> dict:
         """Validate now (rank 0), log, keep the best checkpoint; returns the metrics."""
@@ -492,7 +492,9 @@ def run(cfg: DeepMOTTrainConfig, resume: str | None = None,
         evaluate_fn: Callable[[nn.Module, int], dict] | None = None) -> dict:
     """Fine-tune with DeepMOT as configured; ``resume``: a run directory to continue.
 
-    Returns ``{"before", "after", "run_dir"}``. Works single-process or under ``torchrun``.
+    Returns ``{"before", "after", "run_dir"}`` (validation metrics at the first and last
+    evaluation) and, on rank 0, ``"report"`` (:func:`deepmot.engine.final_report.choose_and_report`;
+    ``siamrpn_deepmot.pth`` holds the handed-back model). Works single-process or under ``torchrun``.
     """
     from deepmot.datasets import resolve_data_root
 
@@ -520,14 +522,12 @@ def run(cfg: DeepMOTTrainConfig, resume: str | None = None,
                             len(trainer.frozen), dist_info.world)
         result = trainer.fit()
         if dist_info.main:
+            from deepmot.engine.final_report import choose_and_report
+
+            result["report"] = choose_and_report(trainer, data_root, trainer.evaluate_fn)
             final = run_obj.dir / "siamrpn_deepmot.pth"
             atomic_write(final, lambda f: torch.save(trainer.model.state_dict(), f))
             plot = plot_curves(run_obj.dir, trainer.history, run_obj.dir / "metrics.csv")
-            b, a = result["before"], result["after"]
-            for key in ("MOTA", "IDF1", "HOTA", "IDSW"):
-                if key in b or key in a:
-                    run_obj.logger.info("%-5s before %8.4g  after %8.4g", key, b.get(key, float("nan")),
-                                        a.get(key, float("nan")))
             run_obj.logger.info("weights: %s%s", final, f"; curves: {plot}" if plot else "")
         run_obj.close()
         result["run_dir"] = str(run_obj.dir)
