@@ -139,8 +139,9 @@ def choose_and_report(trainer: Any, data_root: Path, validate: Callable[[nn.Modu
 
     rows = [{"label": "start", "note": "step 0", "metrics": _plain(start),
              "why": "not evaluated (eval_before: false)"}]
-    if not cfg.shipped_baseline:
-        rows.append({"label": "shipped", "metrics": None, "why": "skipped (shipped_baseline: false)"})
+    if not cfg.shipped_baseline or not history:
+        why = "skipped (shipped_baseline: false)" if history else "skipped (no validation ran)"
+        rows.append({"label": "shipped", "metrics": None, "why": why})
     elif _is_shipped(cfg.pretrained) and start is not None:
         rows.append({"label": "shipped", "note": "= start", "metrics": _plain(start)})
     else:
