@@ -59,7 +59,8 @@ class ValidationConfig:
     """Validation by multi-object inference with public detections (``trackers.multi``).
 
     ``split``/``frames``: which sequences and frames (MOT17: ``train`` + ``val-half``; the
-    synthetic set: ``val`` + ``full``, never ``test``: choices are made on it). ``detections``: MOT17 detector variants to run.
+    synthetic set: ``val`` + ``full``, never ``test``: choices are made on it). ``detections``:
+    MOT17 detector variants to run.
     ``max_sequences``: cap (None = all). ``mot``: ``a.b=value`` overrides of the inference
     config (``trackers.multi_config.MOTConfig`` keys).
     """
