@@ -28,8 +28,8 @@ import torch
 from deepmot.config import load_config
 from deepmot.datasets.synthetic import SyntheticConfig, generate_synthetic
 from deepmot.engine.deepmot_train import DeepMOTTrainConfig, DeepMOTTrainer, build_dhn
-from deepmot.engine.distributed import DistInfo
-from deepmot.engine.run import Run
+from deepmot.runtime.distributed import DistInfo
+from deepmot.runtime.run import Run
 from trackers.siamrpn import build_siamrpn, load_pysot_checkpoint
 from trackers.siamrpn.pretrain import SYNTHETIC_WEIGHTS
 

@@ -38,15 +38,15 @@ from deepmot.boxes import box_iou
 from deepmot.config import config_to_dict, load_config
 from deepmot.criterion import DeepMOTLoss
 from deepmot.datasets import Sequence, discover_sequences
-from deepmot.engine.checkpoint import atomic_write, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from deepmot.runtime.checkpoint import atomic_write, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from deepmot.engine.clips import (AugmentConfig, ClipTracks, augment_crops, clip_generator, cut_clips,
                                   epoch_order, shard)
-from deepmot.engine.distributed import (DistInfo, all_reduce_gradients, all_reduce_sum, barrier,
+from deepmot.runtime.distributed import (DistInfo, all_reduce_gradients, all_reduce_sum, barrier,
                                         broadcast_object, broadcast_parameters, cleanup_distributed,
                                         init_distributed)
-from deepmot.engine.plots import plot_curves
-from deepmot.engine.run import Run, find_latest_checkpoint
-from deepmot.engine.seed import seed_everything
+from deepmot.runtime.plots import plot_curves
+from deepmot.runtime.run import Run, find_latest_checkpoint
+from deepmot.runtime.seed import seed_everything
 from deepmot.losses.focal import sigmoid_focal_loss
 
 __all__ = ["DeepMOTTrainConfig", "AugmentConfig", "ValidationConfig", "anchor_focal_loss",

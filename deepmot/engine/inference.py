@@ -29,7 +29,7 @@ import torch
 
 from deepmot.datasets.mot import SeqInfo, read_results, write_results
 from deepmot.datasets.sequence import Sequence
-from deepmot.engine.run import progress
+from deepmot.runtime.run import progress
 from deepmot.errors import DataFormatError, MissingDataError
 from deepmot.evaluation import (
     MODES,
