@@ -275,8 +275,9 @@ def test_kill9_then_resume_matches_uninterrupted(world, tmp_path):
     ref = _run(_cfg(world, **extra))
     cfg_path = _write_cfg(world, tmp_path / "cfg.yaml", **extra, runs_root=str(tmp_path / "runs"))
     env = dict(os.environ, PYTHONPATH=str(REPO))
+    err = open(tmp_path / "stderr.txt", "w")
     proc = subprocess.Popen([sys.executable, "train.py", "--tracker", "siamrpn", "--config", str(cfg_path)],
-                            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=err)
     deadline = time.time() + 120
     ckpt = None
     while time.time() < deadline and proc.poll() is None:
@@ -288,7 +289,9 @@ def test_kill9_then_resume_matches_uninterrupted(world, tmp_path):
     still_running = proc.poll() is None
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert ckpt is not None and still_running, "the run finished before it could be killed"
+    err.close()
+    assert ckpt is not None and still_running, \
+        f"the run finished before it could be killed:\n{(tmp_path / 'stderr.txt').read_text()[-2000:]}"
     killed_at = torch.load(ckpt, weights_only=True)
     assert not killed_at["finished"]
     run_dir = ckpt.parent.parent
