@@ -68,7 +68,7 @@ def build_dhn(path: str | None, device: torch.device) -> nn.Module:
         dhn = DeepHungarianNet.pretrained(path)
     except FileNotFoundError as e:
         hint = "" if path else (" (no shipped DHN weights in this checkout: train one with "
-                                "`python train.py --dhn` and pass --dhn <weights>)")
+                                "`python train.py --dhn` and pass --dhn-weights <weights>)")
         raise FileNotFoundError(f"{e}{hint}") from None
     return dhn.to(device).freeze()
 
