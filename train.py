@@ -31,7 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = argparse.ArgumentParser(
         description="Train deepmot models: DeepMOT fine-tuning of a tracker (--tracker siamrpn) or "
-                    "DHN pre-training (--dhn).")
+                    "DHN pre-training (--dhn).",
+        epilog="Data-parallel under torchrun or SLURM's srun. SIGTERM / SIGUSR1 write a checkpoint and "
+               "exit with status 128 + signal; --resume RUN_DIR then continues exactly.")
     p.add_argument("--tracker", choices=trainable_trackers(), default=None,
                    help="mode 1: fine-tune this tracker with the DeepMOT loss (the main job)")
     p.add_argument("--dhn", action="store_true",
