@@ -112,6 +112,11 @@ class DeepMOTTrainConfig:
     w_motp: float = 5.0
     w_ids: float = 1.0
     ids_mode: str = "paper"
+    assignment: str = "dhn"              # soft assignment in dMOTA: "dhn" (paper) | "sinkhorn" (no weights)
+    gate: str = "hard"                   # what it sees of IoU < iou_threshold pairs: hard | soft | none
+    gate_width: float = 0.05             # soft gate: sigmoid width in IoU
+    sinkhorn_eps: float = 0.05           # sinkhorn: entropic regularisation (distance units)
+    sinkhorn_iters: int = 50
     w_focal: float = 100.0
     focal_gamma: float = 2.0
     focal_pos_iou: float = 0.6
@@ -233,7 +238,9 @@ class DeepMOTTrainer:
         self.optimizer = torch.optim.Adam(self.params, lr=cfg.lr)
         self.criterion = DeepMOTLoss(dhn, iou_threshold=cfg.iou_threshold, delta=cfg.delta,
                                      temperature=cfg.temperature, w_ids=cfg.w_ids, w_motp=cfg.w_motp,
-                                     ids_mode=cfg.ids_mode)
+                                     ids_mode=cfg.ids_mode, assignment=cfg.assignment, gate=cfg.gate,
+                                     gate_width=cfg.gate_width, sinkhorn_eps=cfg.sinkhorn_eps,
+                                     sinkhorn_iters=cfg.sinkhorn_iters)
         self.evaluate_fn = evaluate_fn or self.default_evaluate
         infos = discover_sequences(data_root, cfg.train_split, detections=cfg.train_detections or None)
         self.sequences = [Sequence(i, detections=None, frame_range=cfg.train_frames) for i in infos]
