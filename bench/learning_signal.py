@@ -135,9 +135,16 @@ class SignalTrainer(DeepMOTTrainer):
             m = max(res.num_gt, 1)
             terms = {"FP~": res.fp / m, "FN~": res.fn / m, "IDS~": crit.w_ids * res.ids / m,
                      "dMOTA": res.dmota, "dMOTP": crit.w_motp * res.dmotp}
-            for name, y in terms.items():
-                g = (torch.autograd.grad(y, out.boxes, retain_graph=True, allow_unused=True)[0]
-                     if y.requires_grad else None)
+            grads = {}
+            for name in ("FP~", "FN~", "IDS~", "dMOTP"):
+                y = terms[name]
+                grads[name] = (torch.autograd.grad(y, out.boxes, retain_graph=True, allow_unused=True)[0]
+                               if y.requires_grad else None)
+                if grads[name] is None:
+                    grads[name] = torch.zeros_like(out.boxes)
+            # dMOTA = FP~/M + FN~/M + w_ids IDS~/M: its gradient is the sum (one backward saved)
+            grads["dMOTA"] = grads["FP~"] + grads["FN~"] + grads["IDS~"]
+            for name, g in grads.items():
                 rec.add_tracks(name, buckets, g, u)
             rec.add_tracks("focal", buckets, g_focal, None)
             self._agreement(rec, res, ious, out.ids, gids, c.memory)
