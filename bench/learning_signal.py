@@ -193,6 +193,7 @@ def summarize(trainer: SignalTrainer, out=print) -> None:
         for b in BUCKETS:
             n = len(rec.grad[("dMOTA", b)])
             if n == 0:
+                out(f"{b:<10} {0:>5}  (no track in this bucket)")
                 continue
             cells = " ".join(f"{sum(rec.grad[(t, b)]) / n:10.2e}" for t in TERMS)
             pulls = ""
