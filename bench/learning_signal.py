@@ -91,6 +91,7 @@ class Recorder:
         self.grad = defaultdict(list)      # (term, bucket) -> [|g|]
         self.pull = defaultdict(list)      # (term, bucket) -> [pull]
         self.stats = defaultdict(float)    # frames, exact_tp, exact_gated, fpfn_soft, fpfn_hard, ...
+        self.row_fp = defaultdict(list)    # bucket -> [the track's own FP~ (its row's "no match" mass)]
 
     def add_tracks(self, term: str, buckets: list[str], g: torch.Tensor | None, u: torch.Tensor | None):
         """Record one term's per-track gradient ``g (N, ...)`` (None: no gradient at all)."""
@@ -147,6 +148,10 @@ class SignalTrainer(DeepMOTTrainer):
             for name, g in grads.items():
                 rec.add_tracks(name, buckets, g, u)
             rec.add_tracks("focal", buckets, g_focal, None)
+            a = res.assignment.detach()
+            z = torch.cat((a, a.new_full((a.shape[0], 1), crit.delta)), 1) * crit.temperature
+            for b, v in zip(buckets, torch.softmax(z, 1)[:, -1].tolist()):
+                rec.row_fp[b].append(v)
             self._agreement(rec, res, ious, out.ids, gids, c.memory)
             if self.param_grads and label == next(iter(self.variants)):
                 for name, y in {**terms, "focal": cfg.w_focal * focal}.items():
@@ -187,9 +192,9 @@ def summarize(trainer: SignalTrainer, out=print) -> None:
     for label, rec in trainer.records.items():
         out(f"\nvariant: {label}")
         out("mean |g| on the track box (focal: on its anchor logits); pull = -g.u (u: unit dIoU/dbox), "
-            "mean and % of tracks with pull > 1e-9; n tracks")
+            "mean and % of tracks with pull > 1e-9; n tracks; row FP~: the track's own soft FP")
         out(f"{'IoU bucket':<10} {'n':>5} " + " ".join(f"{t:>10}" for t in TERMS)
-            + f" {'pull dMOTA':>11} {'%>0':>5} {'pull dMOTP':>11} {'%>0':>5}")
+            + f" {'pull dMOTA':>11} {'%>0':>5} {'pull dMOTP':>11} {'%>0':>5} {'row FP~':>8}")
         for b in BUCKETS:
             n = len(rec.grad[("dMOTA", b)])
             if n == 0:
@@ -201,7 +206,8 @@ def summarize(trainer: SignalTrainer, out=print) -> None:
                 p = rec.pull.get((t, b), [])
                 pulls += (f" {sum(p) / len(p):11.2e} {100 * sum(x > 1e-9 for x in p) / len(p):5.0f}"
                           if p else f" {'-':>11} {'-':>5}")
-            out(f"{b:<10} {n:>5} {cells}{pulls}")
+            fp = rec.row_fp[b]
+            out(f"{b:<10} {n:>5} {cells}{pulls} {sum(fp) / len(fp):8.3f}")
     out("\nassignment agreement and soft vs hard counts (summed over frames)")
     out(f"{'variant':<40} {'frames':>6} {'=TP mask':>9} {'=gated H.':>9} {'FP~+FN~':>9} {'FP+FN':>7} "
         f"{'mean|err|':>9} {'IDS~':>7} {'IDSW':>5}")
