@@ -209,12 +209,12 @@ def summarize(trainer: SignalTrainer, out=print) -> None:
             fp = rec.row_fp[b]
             out(f"{b:<10} {n:>5} {cells}{pulls} {sum(fp) / len(fp):8.3f}")
     out("\nassignment agreement and soft vs hard counts (summed over frames)")
-    out(f"{'variant':<40} {'frames':>6} {'=TP mask':>9} {'=gated H.':>9} {'FP~+FN~':>9} {'FP+FN':>7} "
+    out(f"{'variant':<64} {'frames':>6} {'=TP mask':>9} {'=gated H.':>9} {'FP~+FN~':>9} {'FP+FN':>7} "
         f"{'mean|err|':>9} {'IDS~':>7} {'IDSW':>5}")
     for label, rec in trainer.records.items():
         s = rec.stats
         f = max(s["frames"], 1)
-        out(f"{label[:40]:<40} {int(s['frames']):>6} {100 * s['exact_tp'] / f:8.1f}% "
+        out(f"{label[:64]:<64} {int(s['frames']):>6} {100 * s['exact_tp'] / f:8.1f}% "
             f"{100 * s['exact_gated'] / f:8.1f}% {s['fpfn_soft']:9.1f} {int(s['fpfn_hard']):>7} "
             f"{s['fpfn_abs_err'] / f:9.3f} {s['ids_soft']:7.2f} {int(s['ids_hard']):>5}")
     if trainer.param_norms:
