@@ -207,6 +207,26 @@ def test_single_term_training_moves_the_head(world, weights):
     run.close()
 
 
+def test_criterion_variant_fields_reach_the_loss_and_train(world):
+    trainer, run = _trainer(world, assignment="sinkhorn", gate="soft", gate_width=0.1, sinkhorn_eps=0.2,
+                            sinkhorn_iters=7, seq_len=3, num_repeats=1, w_motp=0.0, w_focal=0.0)
+    c = trainer.criterion
+    assert (c.assignment, c.gate, c.gate_width, c.sinkhorn_eps, c.sinkhorn_iters) == ("sinkhorn", "soft", 0.1, 0.2, 7)
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    clips = trainer._start_clips(list(range(len(trainer.clips))), 0)
+    trainer._frame_step(clips)              # births
+    trainer._frame_step(clips)              # one step on dMOTA alone, through the Sinkhorn
+    after = trainer.model.state_dict()
+    assert trainer.step == 1 and all(torch.isfinite(v).all() for v in after.values())
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("rpn_head"))
+    run.close()
+    default, run = _trainer(world)
+    assert (default.criterion.assignment, default.criterion.gate) == ("dhn", "hard")
+    run.close()
+    with pytest.raises(ValueError, match="gate must be one of"):
+        _trainer(world, gate="smooth")
+
+
 def test_frame_without_gt_ends_tracks_then_births(world, tmp_path):
     # copy the one-object set and delete the GT of frame 3 of its training sequence
     import shutil

@@ -82,6 +82,11 @@ class DeepMOTTrainConfig:
     w_motp: float = 5.0
     w_ids: float = 1.0
     ids_mode: str = "paper"
+    assignment: str = "dhn"              # soft assignment in dMOTA: "dhn" (paper) | "sinkhorn" (no weights)
+    gate: str = "hard"                   # what it sees of IoU < iou_threshold pairs: hard | soft | none
+    gate_width: float = 0.05             # soft gate: sigmoid width in IoU
+    sinkhorn_eps: float = 0.05           # sinkhorn: entropic regularisation (distance units)
+    sinkhorn_iters: int = 50
     w_focal: float = 100.0
     focal_gamma: float = 2.0
     focal_pos_iou: float = 0.6

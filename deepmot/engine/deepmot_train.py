@@ -104,7 +104,9 @@ class DeepMOTTrainer:
         self.optimizer = torch.optim.Adam(self.params, lr=cfg.lr)
         self.criterion = DeepMOTLoss(dhn, iou_threshold=cfg.iou_threshold, delta=cfg.delta,
                                      temperature=cfg.temperature, w_ids=cfg.w_ids, w_motp=cfg.w_motp,
-                                     ids_mode=cfg.ids_mode)
+                                     ids_mode=cfg.ids_mode, assignment=cfg.assignment, gate=cfg.gate,
+                                     gate_width=cfg.gate_width, sinkhorn_eps=cfg.sinkhorn_eps,
+                                     sinkhorn_iters=cfg.sinkhorn_iters)
         self.evaluate_fn = evaluate_fn or self.default_evaluate
         infos = discover_sequences(data_root, cfg.train_split, detections=cfg.train_detections or None)
         self.sequences = [Sequence(i, detections=None, frame_range=cfg.train_frames) for i in infos]
