@@ -2,6 +2,7 @@
 pipeline, on the MOT17-09 fixture (Lif_T) and on a larger synthetic MOT17-format set.
 
     python bench/evaluate.py [--fixtures ../shared/fixtures/mot17] [--seqs 4 --frames 600 --objects 30]
+    python bench/evaluate.py --memory 200 [--tree OLD_CHECKOUT]    # peak RSS reading a 200 MB result file
 
 Prints one table (seconds, best of ``--repeat``). All pipelines include reading the files; the
 first row times our readers alone (``read_gt`` + ``read_results`` on every sequence).
@@ -12,6 +13,8 @@ motmetrics' pipeline is ``io.loadtxt`` + ``utils.compare_to_groundtruth`` + ``co
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -129,6 +132,56 @@ def run_motmetrics(gt_fol: Path, trk_fol: Path) -> float:
     return time.perf_counter() - t0
 
 
+def big_results(path: Path, megabytes: float, seed: int = 0) -> int:
+    """Write a valid result file of about ``megabytes`` MB (1e6 bytes; 10 columns, MOT20-like
+    crowds of 900 boxes per frame) -> its row count."""
+    rng = np.random.default_rng(seed)
+    rows, size, frame = 0, 0, 1
+    with open(path, "w") as f:
+        while size < megabytes * 1e6:
+            xy, wh = rng.uniform(0, 1800, (900, 2)), rng.uniform(20, 200, (900, 2))
+            text = "".join(f"{frame},{i + 1},{x:.2f},{y:.2f},{w:.2f},{h:.2f},{c:.4f},-1,-1,-1\n"
+                           for i, (x, y, w, h, c) in enumerate(zip(*xy.T, *wh.T, rng.random(900))))
+            f.write(text)
+            rows, size, frame = rows + 900, size + len(text), frame + 1
+    return rows
+
+
+_PEAK = """
+import resource, sys, time
+from deepmot.datasets.mot import read_results
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+t = time.perf_counter()
+rows = read_results(sys.argv[1])
+print(len(rows), base, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, time.perf_counter() - t)
+"""
+
+
+def peak_memory(path: Path, tree: Path) -> dict:
+    """Peak RSS (MB) of a fresh process that imports ``tree``'s readers and then reads ``path``
+    with ``read_results``; ``base`` is its peak after the imports alone."""
+    env = dict(os.environ, PYTHONPATH=str(tree))
+    out = subprocess.run([sys.executable, "-c", _PEAK, str(path)], env=env, cwd=tree, check=True,
+                         capture_output=True, text=True).stdout.split()
+    rows, base, peak, sec = int(out[0]), int(out[1]) / 1024, int(out[2]) / 1024, float(out[3])
+    return {"rows": rows, "base": base, "peak": peak, "sec": sec}
+
+
+def memory_table(megabytes: float, trees: list[Path]) -> None:
+    """Print peak RSS reading a generated result file of ``megabytes`` MB, once per code tree."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "big.txt"
+        rows = big_results(path, megabytes)
+        size = path.stat().st_size / 2**20
+        print(f"result file: {size:.0f} MiB, {rows} rows; load {os.getloadavg()[0]:.1f}")
+        print(f"{'code':<40} {'read s':>7} {'RSS after import MiB':>21} {'peak RSS MiB':>13} {'peak / file':>12}")
+        for tree in trees:
+            r = peak_memory(path, tree)
+            assert r["rows"] == rows, (r["rows"], rows)
+            print(f"{str(tree)[-40:]:<40} {r['sec']:>7.2f} {r['base']:>21.0f} {r['peak']:>13.0f} "
+                  f"{r['peak'] / size:>11.2f}x", flush=True)
+
+
 def best(fn, repeat: int) -> float:
     return min(fn() for _ in range(repeat))
 
@@ -140,7 +193,14 @@ def main() -> None:
     p.add_argument("--frames", type=int, default=600)
     p.add_argument("--objects", type=int, default=30)
     p.add_argument("--repeat", type=int, default=2)
+    p.add_argument("--memory", type=float, metavar="MB",
+                   help="instead of timing: peak RSS of read_results on a generated MB-sized result file")
+    p.add_argument("--tree", type=Path, nargs="*", default=[],
+                   help="with --memory: other code trees to measure too (e.g. an old checkout)")
     args = p.parse_args()
+    if args.memory:
+        memory_table(args.memory, [REPO, *args.tree])
+        return
     datasets = []
     if args.fixtures.is_dir():
         datasets.append(("MOT17-09 x3 (Lif_T)", args.fixtures / "train", args.fixtures / "results" / "Lif_T"))
