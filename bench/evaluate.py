@@ -186,18 +186,57 @@ def best(fn, repeat: int) -> float:
     return min(fn() for _ in range(repeat))
 
 
+PIPELINES = {
+    "read": ("deepmot: reading the text files only", lambda g, t: run_read(g, t)),
+    "ours1": ("deepmot official, 1 worker", lambda g, t: run_ours(g, t, 1)),
+    "ours2": ("deepmot official, 2 workers", lambda g, t: run_ours(g, t, 2)),
+    "oursmm": ("deepmot motmetrics mode, 1 worker", lambda g, t: run_ours(g, t, 1, "motmetrics")),
+    "trackeval": ("trackeval 1.3.0 (HOTA+CLEAR+Identity), serial", lambda g, t: run_trackeval(g, t)),
+    "motmetrics": ("motmetrics 1.4.0 compare_to_groundtruth+compute_many", lambda g, t: run_motmetrics(g, t)),
+}
+
+
+def run_one(key: str, gt_fol: Path, trk_fol: Path, repeat: int) -> None:
+    """Child process: time one pipeline (best of ``repeat``), print seconds and peak RSS (MiB) of
+    this process and of its largest finished child (the worker processes)."""
+    import resource
+
+    sec = best(lambda: PIPELINES[key][1](gt_fol, trk_fol), repeat)
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    print(sec, own, kids)
+
+
+def measure(key: str, gt_fol: Path, trk_fol: Path, repeat: int, tree: Path = REPO) -> tuple[float, float, float]:
+    """Run :func:`run_one` in a fresh process with ``tree``'s code -> (seconds, peak MiB, worker peak MiB)."""
+    env = dict(os.environ, PYTHONPATH=str(tree))
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--one", key, str(gt_fol), str(trk_fol),
+           "--repeat", str(repeat)]
+    out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout.split()
+    return float(out[-3]), float(out[-2]), float(out[-1])
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--fixtures", type=Path, default=REPO.parent / "shared" / "fixtures" / "mot17")
     p.add_argument("--seqs", type=int, default=4)
     p.add_argument("--frames", type=int, default=600)
     p.add_argument("--objects", type=int, default=30)
+    p.add_argument("--crowd", type=int, nargs=3, default=[4, 3000, 150], metavar=("SEQS", "FRAMES", "OBJECTS"),
+                   help="MOT20-like crowded synthetic set (0 0 0: skip it); motmetrics' own pipeline is "
+                        "not run on it (its per-frame loop takes minutes)")
     p.add_argument("--repeat", type=int, default=2)
+    p.add_argument("--pipelines", nargs="+", default=list(PIPELINES), choices=list(PIPELINES))
     p.add_argument("--memory", type=float, metavar="MB",
                    help="instead of timing: peak RSS of read_results on a generated MB-sized result file")
     p.add_argument("--tree", type=Path, nargs="*", default=[],
-                   help="with --memory: other code trees to measure too (e.g. an old checkout)")
+                   help="other code trees (e.g. an old checkout) measured too: with --memory, and for the "
+                        "'ours1' pipeline when timing")
+    p.add_argument("--one", nargs=3, metavar=("PIPELINE", "GT", "TRK"), help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.one:
+        run_one(args.one[0], Path(args.one[1]), Path(args.one[2]), args.repeat)
+        return
     if args.memory:
         memory_table(args.memory, [REPO, *args.tree])
         return
@@ -205,24 +244,24 @@ def main() -> None:
     if args.fixtures.is_dir():
         datasets.append(("MOT17-09 x3 (Lif_T)", args.fixtures / "train", args.fixtures / "results" / "Lif_T"))
     tmp = tempfile.TemporaryDirectory()
-    g, t = synthetic(Path(tmp.name), args.seqs, args.frames, args.objects)
+    g, t = synthetic(Path(tmp.name) / "small", args.seqs, args.frames, args.objects)
     datasets.append((f"synthetic {args.seqs}x{args.frames}f x{args.objects} obj", g, t))
-    rows = []
+    if all(args.crowd):
+        g, t = synthetic(Path(tmp.name) / "crowd", *args.crowd)
+        datasets.append(("crowd {}x{}f x{} obj".format(*args.crowd), g, t))
+    print(f"best of {args.repeat}, each pipeline in a fresh process; load average at start "
+          f"{os.getloadavg()[0]:.1f}")
+    print(f"{'data':<30} {'pipeline':<54} {'seconds':>8} {'peak RSS MiB':>13} {'worker peak':>12}", flush=True)
     for label, gt_fol, trk_fol in datasets:
-        times = {
-            "deepmot: reading the text files only": best(lambda: run_read(gt_fol, trk_fol), args.repeat),
-            "deepmot official, 1 worker": best(lambda: run_ours(gt_fol, trk_fol, 1), args.repeat),
-            "deepmot official, 2 workers": best(lambda: run_ours(gt_fol, trk_fol, 2), args.repeat),
-            "deepmot motmetrics mode, 1 worker": best(lambda: run_ours(gt_fol, trk_fol, 1, "motmetrics"), args.repeat),
-            "trackeval 1.3.0 (HOTA+CLEAR+Identity), serial": best(lambda: run_trackeval(gt_fol, trk_fol), args.repeat),
-            "motmetrics 1.4.0 compare_to_groundtruth+compute_many": best(lambda: run_motmetrics(gt_fol, trk_fol),
-                                                                         args.repeat),
-        }
-        rows += [(label, k, v) for k, v in times.items()]
-    w = max(len(r[1]) for r in rows)
-    print(f"{'data':<34} {'pipeline':<{w}} {'seconds':>8}")
-    for label, k, v in rows:
-        print(f"{label:<34} {k:<{w}} {v:8.2f}")
+        jobs = [(k, REPO) for k in args.pipelines] + [("ours1", tree) for tree in args.tree if "ours1" in args.pipelines]
+        for key, tree in jobs:
+            if key == "motmetrics" and label.startswith("crowd"):
+                continue
+            name = PIPELINES[key][0] + ("" if tree == REPO else f" [{tree}]")
+            sec, own, kids = measure(key, gt_fol, trk_fol, args.repeat, tree)
+            print(f"{label:<30} {name:<54} {sec:8.2f} {own:13.0f} {kids if kids > 0 else float('nan'):12.0f}",
+                  flush=True)
+    print(f"load average at end {os.getloadavg()[0]:.1f}")
     tmp.cleanup()
 
 
