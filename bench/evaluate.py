@@ -147,13 +147,25 @@ def big_results(path: Path, megabytes: float, seed: int = 0) -> int:
     return rows
 
 
+def vm_hwm() -> float:
+    """This process's peak resident set (MiB), ``VmHWM`` of ``/proc/self/status`` (Linux). Unlike
+    ``ru_maxrss`` it is not inherited from the parent across fork + exec."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
 _PEAK = """
-import resource, sys, time
+import sys, time
+from pathlib import Path
 from deepmot.datasets.mot import read_results
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+def hwm():
+    return next(int(l.split()[1]) for l in Path("/proc/self/status").read_text().splitlines() if l.startswith("VmHWM:"))
+base = hwm()
 t = time.perf_counter()
 rows = read_results(sys.argv[1])
-print(len(rows), base, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, time.perf_counter() - t)
+print(len(rows), base, hwm(), time.perf_counter() - t)
 """
 
 
@@ -198,11 +210,12 @@ PIPELINES = {
 
 def run_one(key: str, gt_fol: Path, trk_fol: Path, repeat: int) -> None:
     """Child process: time one pipeline (best of ``repeat``), print seconds and peak RSS (MiB) of
-    this process and of its largest finished child (the worker processes)."""
+    this process (``VmHWM``) and of its largest finished child (the forked worker processes;
+    ``ru_maxrss``, which counts the pages they share with this process too)."""
     import resource
 
     sec = best(lambda: PIPELINES[key][1](gt_fol, trk_fol), repeat)
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    own = vm_hwm()
     kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     print(sec, own, kids)
 

@@ -59,12 +59,14 @@ def _dataset(root: Path, objects: int, frames: int) -> Path:
 
 
 def measure(model_name: str, data: Path, frames: int, threads: int, work: Path,
-            dhn: str | None = None, per_object: bool = False, profile: bool = False) -> dict:
+            dhn: str | None = None, per_object: bool = False, profile: bool = False,
+            device: str = "cpu") -> dict:
     """Train on the first ``frames`` frames of ``data``'s sequence (one clip) with the DHN weights
     ``dhn`` (None: the shipped ones); returns the mean live tracks and GT per trained frame, the
     wall and the process CPU seconds per trained frame (on a shared machine the CPU time is the
     steadier measure). ``per_object``: the network pass one track at a time (the baseline).
-    ``profile``: print the torch profiler's top operators of the timed frames."""
+    ``profile``: print the torch profiler's top operators of the timed frames. ``device``: where
+    the model, the DHN and the loss run (``"cuda"`` on a GPU machine)."""
     cfg = load_config(DeepMOTTrainConfig, str(REPO / "configs" / "deepmot_siamrpn_synthetic.yaml"),
                       [f"model={model_name}", f"data={data}", f"seq_len={frames}", f"threads={threads}",
                        f"runs_root={work / 'runs'}", "eval_before=false", "eval_after=false"])
@@ -75,7 +77,8 @@ def measure(model_name: str, data: Path, frames: int, threads: int, work: Path,
         load_pysot_checkpoint(model, str(SHIPPED[model_name]))
     run = Run.create(f"bench_{model_name}", cfg, root=work / "runs")
     logging.getLogger().setLevel(logging.WARNING)
-    trainer = DeepMOTTrainer(cfg, run, DistInfo(), data, model, build_dhn(dhn, torch.device("cpu")))
+    dev = torch.device(device)
+    trainer = DeepMOTTrainer(cfg, run, DistInfo(device=dev), data, model, build_dhn(dhn, dev))
     clips = trainer._start_clips([0], 0)
     if per_object:
         for c in clips:
@@ -90,6 +93,8 @@ def measure(model_name: str, data: Path, frames: int, threads: int, work: Path,
     for _ in range(frames - 2):
         t, c = time.perf_counter(), time.process_time()
         logs = trainer._frame_step(clips)
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
         times.append(time.perf_counter() - t)
         cpu += time.process_time() - c
         tracks += logs.get("tracks", 0.0)

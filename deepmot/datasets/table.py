@@ -32,7 +32,7 @@ _PLAIN_BYTES = b"0123456789eE+-., \t\r\n"
 Table = tuple[np.ndarray, np.ndarray, np.ndarray]
 
 #: Bytes of text parsed at a time by :func:`read_table` (whole lines; a longer line is read whole).
-CHUNK_BYTES = 1 << 22
+CHUNK_BYTES = 1 << 20
 
 
 def _empty(max_cols: int) -> Table:
