@@ -4,8 +4,9 @@ pipeline, on the MOT17-09 fixture (Lif_T) and on a larger synthetic MOT17-format
     python bench/evaluate.py [--fixtures ../shared/fixtures/mot17] [--seqs 4 --frames 600 --objects 30]
     python bench/evaluate.py --memory 200 [--tree OLD_CHECKOUT]    # peak RSS reading a 200 MB result file
 
-Prints one table (seconds, best of ``--repeat``). All pipelines include reading the files; the
-first row times our readers alone (``read_gt`` + ``read_results`` on every sequence).
+Prints one table: wall seconds (best of ``--repeat``), CPU seconds per run (all processes; the
+steadier measure on a shared machine) and peak resident memory, each pipeline in a fresh process.
+All pipelines include reading the files; the first row times our readers alone (``read_gt`` + ``read_results`` on every sequence).
 motmetrics' pipeline is ``io.loadtxt`` + ``utils.compare_to_groundtruth`` + ``compute_many``
 (numpy 2 needs the ``np.asfarray`` shim; no MOT17 preprocessing: it is motmetrics' own protocol).
 """
@@ -209,24 +210,33 @@ PIPELINES = {
 
 
 def run_one(key: str, gt_fol: Path, trk_fol: Path, repeat: int) -> None:
-    """Child process: time one pipeline (best of ``repeat``), print seconds and peak RSS (MiB) of
-    this process (``VmHWM``) and of its largest finished child (the forked worker processes;
+    """Child process: time one pipeline, print the best wall seconds of ``repeat`` runs, the CPU
+    seconds per run (this process and its workers, user + system), and the peak RSS (MiB) of this
+    process (``VmHWM``) and of its largest finished child (the forked worker processes;
     ``ru_maxrss``, which counts the pages they share with this process too)."""
     import resource
 
+    def cpu() -> float:
+        own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+        return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+    c0 = cpu()
     sec = best(lambda: PIPELINES[key][1](gt_fol, trk_fol), repeat)
+    cpu_sec = (cpu() - c0) / repeat
     own = vm_hwm()
     kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    print(sec, own, kids)
+    print(sec, cpu_sec, own, kids)
 
 
-def measure(key: str, gt_fol: Path, trk_fol: Path, repeat: int, tree: Path = REPO) -> tuple[float, float, float]:
-    """Run :func:`run_one` in a fresh process with ``tree``'s code -> (seconds, peak MiB, worker peak MiB)."""
+def measure(key: str, gt_fol: Path, trk_fol: Path, repeat: int,
+            tree: Path = REPO) -> tuple[float, float, float, float]:
+    """Run :func:`run_one` in a fresh process with ``tree``'s code -> (seconds, CPU seconds, peak
+    MiB, worker peak MiB)."""
     env = dict(os.environ, PYTHONPATH=str(tree))
     cmd = [sys.executable, str(Path(__file__).resolve()), "--one", key, str(gt_fol), str(trk_fol),
            "--repeat", str(repeat)]
     out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout.split()
-    return float(out[-3]), float(out[-2]), float(out[-1])
+    return float(out[-4]), float(out[-3]), float(out[-2]), float(out[-1])
 
 
 def main() -> None:
@@ -264,16 +274,17 @@ def main() -> None:
         datasets.append(("crowd {}x{}f x{} obj".format(*args.crowd), g, t))
     print(f"best of {args.repeat}, each pipeline in a fresh process; load average at start "
           f"{os.getloadavg()[0]:.1f}")
-    print(f"{'data':<30} {'pipeline':<54} {'seconds':>8} {'peak RSS MiB':>13} {'worker peak':>12}", flush=True)
+    print(f"{'data':<30} {'pipeline':<54} {'seconds':>8} {'CPU s':>8} {'peak RSS MiB':>13} {'worker peak':>12}",
+          flush=True)
     for label, gt_fol, trk_fol in datasets:
         jobs = [(k, REPO) for k in args.pipelines] + [("ours1", tree) for tree in args.tree if "ours1" in args.pipelines]
         for key, tree in jobs:
             if key == "motmetrics" and label.startswith("crowd"):
                 continue
             name = PIPELINES[key][0] + ("" if tree == REPO else f" [{tree}]")
-            sec, own, kids = measure(key, gt_fol, trk_fol, args.repeat, tree)
-            print(f"{label:<30} {name:<54} {sec:8.2f} {own:13.0f} {kids if kids > 0 else float('nan'):12.0f}",
-                  flush=True)
+            sec, cpu, own, kids = measure(key, gt_fol, trk_fol, args.repeat, tree)
+            print(f"{label:<30} {name:<54} {sec:8.2f} {cpu:8.2f} {own:13.0f} "
+                  f"{kids if kids > 0 else float('nan'):12.0f}", flush=True)
     print(f"load average at end {os.getloadavg()[0]:.1f}")
     tmp.cleanup()
 
