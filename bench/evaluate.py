@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+# The code under test: this checkout, or the one ``--tree`` names (set for the child processes).
+sys.path.insert(0, os.environ.get("DEEPMOT_BENCH_TREE", str(REPO)))
 
 from deepmot.datasets.mot import (  # noqa: E402
     SeqInfo,
@@ -232,7 +233,7 @@ def measure(key: str, gt_fol: Path, trk_fol: Path, repeat: int,
             tree: Path = REPO) -> tuple[float, float, float, float]:
     """Run :func:`run_one` in a fresh process with ``tree``'s code -> (seconds, CPU seconds, peak
     MiB, worker peak MiB)."""
-    env = dict(os.environ, PYTHONPATH=str(tree))
+    env = dict(os.environ, PYTHONPATH=str(tree), DEEPMOT_BENCH_TREE=str(tree))
     cmd = [sys.executable, str(Path(__file__).resolve()), "--one", key, str(gt_fol), str(trk_fol),
            "--repeat", str(repeat)]
     out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout.split()
