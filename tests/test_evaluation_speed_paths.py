@@ -15,7 +15,7 @@ from deepmot.evaluation import preprocess
 from deepmot.evaluation.accumulate import _record, events_from_matches, match_trackeval
 from deepmot.evaluation.identity import identity_counts
 
-from tests.test_evaluation_random import make_sequence
+from test_evaluation_random import make_sequence  # tests/ is on sys.path under pytest
 
 
 def _rows(a: np.ndarray, gt: bool) -> MOTRows:
