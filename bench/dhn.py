@@ -56,7 +56,7 @@ def real_geometry_sets(fixture: Path, seed: int = 0) -> dict[str, list]:
     if (fixture / "results" / "Lif_T").is_dir():
         res, jit = [], []
         rng = np.random.default_rng([seed, 909])
-        for k, info in enumerate(discover_sequences(fixture, "train")):
+        for info in discover_sequences(fixture, "train"):
             size = (float(info.im_width), float(info.im_height))
             pairs = results_pairs(info.gt_path, fixture / "results" / "Lif_T" / f"{info.name}.txt", size)
             res += [sample_from_pair(p) for p in pairs]
