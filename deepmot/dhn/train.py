@@ -1,6 +1,8 @@
 """DHN pre-training loop behind ``python train.py --dhn``.
 
-Streams same-shape batches of random gated distance matrices (:mod:`deepmot.dhn.data`),
+Streams same-shape batches of random gated distance matrices (:mod:`deepmot.dhn.data`), mixed
+with real-geometry ones from a MOT-format train split when ``tracking_share`` > 0
+(:mod:`deepmot.dhn.tracking_data`; ``init`` starts from given weights for fine-tuning),
 optimises the weighted binary focal loss of DeepMOT (class weights ``w0 = n1/n``, ``w1 = 1-w0``
 per matrix, gamma 2, times ``loss_scale``; ``class_balance`` < 1 moves the weights towards equal
 ones) with RMSprop and a step decay from the initial rate
@@ -23,9 +25,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from deepmot.config import ConfigError, config_to_dict, save_config
-from deepmot.dhn.data import DHNDataConfig, batch_stream, heldout_set
+from deepmot.dhn.data import DHNDataConfig, heldout_set
 from deepmot.dhn.metrics import BUCKET_NAMES, evaluate_model, format_table
 from deepmot.dhn.model import DeepHungarianNet, DHNConfig
+from deepmot.dhn.tracking_data import TrackingPool, dataset_root, mixed_stream
 from deepmot.runtime.checkpoint import load_checkpoint, resume_training, save_checkpoint, training_state
 from deepmot.runtime.distributed import any_rank, barrier, cleanup_distributed, init_distributed
 from deepmot.runtime.preempt import PreemptionGuard
@@ -62,10 +65,23 @@ class DHNTrainConfig:
     val_seed: int = 20240
     val_threshold: float = 0.5
     checkpoint_every: int = 200
+    #: weights to start from (fine-tuning; a dhn.pt or checkpoint with the same model config); "" = fresh
+    init: str = ""
+    #: share of batches from real-geometry matrices (:mod:`deepmot.dhn.tracking_data`); 0 = random only
+    tracking_share: float = 0.0
+    #: MOT-format dataset whose train split feeds them; "" = the built-in synthetic set (seed 0)
+    tracking_data: str = ""
+    #: share of jittered-GT matrices among them (the rest: detections and lagged GT)
+    tracking_jitter_share: float = 0.3
+    #: whole-frame matrices of synthetic seed 1's train split added to validation (0 = none);
+    #: the score is then the mean of the random score and their row-wise exact rate
+    tracking_val_count: int = 0
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.class_balance <= 1.0:
             raise ConfigError(f"class_balance must be in [0, 1], got {self.class_balance}")
+        if not 0.0 <= self.tracking_share <= 1.0:
+            raise ConfigError(f"tracking_share must be in [0, 1], got {self.tracking_share}")
 
 
 def weighted_focal_loss(logits: Tensor, target: Tensor, gamma: float = 2.0, scale: float = 10.0,
@@ -139,6 +155,8 @@ def train_dhn(cfg: DHNTrainConfig, resume: str | os.PathLike | None = None) -> P
     log = run.logger
     model = DeepHungarianNet.from_config(cfg.model)
     model.reset_parameters_deepmot()
+    if cfg.init and resume is None:
+        model.load_state_dict(DeepHungarianNet.pretrained(cfg.init).state_dict())
     model.to(device)
     opt = torch.optim.RMSprop(model.parameters(), lr=cfg.lr)
     step, best = 0, -math.inf
@@ -151,6 +169,10 @@ def train_dhn(cfg: DHNTrainConfig, resume: str | os.PathLike | None = None) -> P
     net = torch.nn.parallel.DistributedDataParallel(model) if distributed else model
 
     val_set = heldout_set(cfg.val_seed, cfg.val_count, cfg.data.max_size, cfg.data) if run.main else []
+    pool = (TrackingPool.from_dataset(dataset_root(cfg.tracking_data or None), "train", cfg.tracking_jitter_share)
+            if cfg.tracking_share > 0 else None)
+    track_val = (TrackingPool.from_dataset(dataset_root(None, seed=1), "train").heldout(cfg.val_seed, cfg.tracking_val_count)
+                 if run.main and cfg.tracking_val_count > 0 else [])
     n_params = sum(p.numel() for p in model.parameters())
     log.info("DHN %s, %d parameters, world size %d, steps %d -> %d", config_to_dict(cfg.model),
              n_params, world, step, cfg.steps)
@@ -165,7 +187,13 @@ def train_dhn(cfg: DHNTrainConfig, resume: str | os.PathLike | None = None) -> P
         t0 = time.time()
         results = evaluate_model(model, val_set, cfg.val_threshold)
         score = _score(results)
-        run.log_scalars(step, {**_flat_metrics(results), "val/score": score})
+        extra = {}
+        if track_val:
+            exact = evaluate_model(model, track_val, cfg.val_threshold)["dhn_row"]["all"]["exact"]
+            extra = {"val/tracking/exact": exact, "val/random/score": score}
+            log.info("step %d tracking validation: %d matrices, exact %.4f", step, len(track_val), exact)
+            score = 0.5 * (score + exact)
+        run.log_scalars(step, {**_flat_metrics(results), **extra, "val/score": score})
         log.info("step %d validation (%.1fs), score %.4f\n%s", step, time.time() - t0, score,
                  format_table(results, cfg.val_threshold))
         if score > best:
@@ -173,7 +201,7 @@ def train_dhn(cfg: DHNTrainConfig, resume: str | os.PathLike | None = None) -> P
             save("best.pt")
             log.info("new best %.4f saved", best)
 
-    stream = batch_stream(cfg.seed, rank, start=step, cfg=cfg.data, max_size_at=_max_size_at(cfg))
+    stream = mixed_stream(cfg.seed, rank, step, cfg.data, pool, cfg.tracking_share, _max_size_at(cfg))
     model.train()
     bar = progress(total=cfg.steps, initial=step, desc="dhn")
     t_last, s_last, loss_acc, n_acc, mats = time.time(), step, 0.0, 0, 0
