@@ -27,6 +27,7 @@ the hard ones (sum of ``FP~ + FN~`` against the hard ``FP + FN``, and ``IDS~`` a
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import math
 import sys
@@ -44,12 +45,14 @@ from deepmot.boxes import box_iou, forbidden_mask  # noqa: E402
 from deepmot.config import load_config  # noqa: E402
 from deepmot.criterion import DeepMOTLoss  # noqa: E402
 from deepmot.datasets.synthetic import resolve_data_root  # noqa: E402
+from deepmot.engine.clips import ClipTracks  # noqa: E402
 from deepmot.engine.deepmot_train import DeepMOTTrainConfig, DeepMOTTrainer, build_dhn  # noqa: E402
-from deepmot.engine.distributed import DistInfo  # noqa: E402
-from deepmot.engine.run import Run  # noqa: E402
 from deepmot.matching.linear import gated_linear_assignment  # noqa: E402
+from deepmot.runtime.distributed import DistInfo  # noqa: E402
+from deepmot.runtime.run import Run  # noqa: E402
 from trackers.siamrpn import build_siamrpn, load_pysot_checkpoint  # noqa: E402
 from trackers.siamrpn.pretrain import SYNTHETIC_WEIGHTS  # noqa: E402
+from trackers.siamrpn.trainable import SiamRPNTrainable  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 BUCKETS = ("<0.3", "0.3-0.5", "0.5-0.7", ">0.7", "absent")
@@ -103,7 +106,13 @@ class Recorder:
 
 
 class SignalTrainer(DeepMOTTrainer):
-    """The DeepMOT trainer, measuring every variant's gradients on each trained frame."""
+    """The DeepMOT trainer, measuring every variant's gradients on each trained frame.
+
+    The measurement runs where the loop combines the frame's loss terms (:meth:`_loss`, after the
+    criterion and the tracker's auxiliary loss, before the backward pass); the clip and step output
+    it needs are those whose auxiliary-loss targets the loop has just taken (``ClipTracks.targets``,
+    tapped in :meth:`_start_clips`).
+    """
 
     def setup_signal(self, variants: dict[str, DeepMOTLoss], param_grads: bool) -> None:
         """``variants``: label -> criterion evaluated on the same boxes as the training one."""
@@ -112,14 +121,23 @@ class SignalTrainer(DeepMOTTrainer):
         self.param_grads = param_grads
         self.param_norms = defaultdict(list)    # term -> per-frame norm of the parameter gradient
 
-    def _focal(self, c, out, gids, gboxes):
-        focal = super()._focal(c, out, gids, gboxes)
-        self._measure(c, out, gids, gboxes, focal)
-        return focal
+    def _start_clips(self, order, batch):
+        clips = super()._start_clips(order, batch)
+        for c in clips:
+            c.targets = functools.partial(self._aux_targets, c)
+        return clips
 
-    def _measure(self, c, out, gids, gboxes, focal) -> None:
+    def _aux_targets(self, c, out):
+        self._current = (c, out)
+        return ClipTracks.targets(c, out)
+
+    def _loss(self, res, focal):
+        self._measure(*self._current, focal)
+        return super()._loss(res, focal)
+
+    def _measure(self, c, out, focal) -> None:
         cfg = self.cfg
-        image = c.frame_data[0]
+        image, gids, gboxes = c.frame_data
         size = (image.shape[1], image.shape[0])
         row = {g: i for i, g in enumerate(gids.tolist())}
         follow = [row.get(c.gt_of.get(t, -1), -1) for t in out.ids]
@@ -128,7 +146,8 @@ class SignalTrainer(DeepMOTTrainer):
         buckets = [bucket(float(ious[i, j]) if j >= 0 else None) for i, j in enumerate(follow)]
         target = gb[torch.tensor([max(j, 0) for j in follow], dtype=torch.long)]
         u = iou_pull_direction(out.boxes, target)
-        g_focal = torch.autograd.grad(cfg.w_focal * focal, out.cls_logits, retain_graph=True,
+        # the focal term's gradient on the tracker's aux_input (the SiamRPN's anchor logits)
+        g_focal = torch.autograd.grad(cfg.w_focal * focal, out.aux_input, retain_graph=True,
                                       allow_unused=True)[0]
         for label, crit in self.variants.items():
             rec = self.records[label]
@@ -251,7 +270,7 @@ def main() -> None:
         run = Run.create("bench_signal", cfg, root=tmp)
         logging.getLogger().setLevel(logging.WARNING)
         dhn = build_dhn(cfg.dhn, torch.device("cpu"))
-        trainer = SignalTrainer(cfg, run, DistInfo(), data, model, dhn)
+        trainer = SignalTrainer(cfg, run, DistInfo(), data, SiamRPNTrainable(model, cfg), dhn)
         base = dict(iou_threshold=cfg.iou_threshold, delta=cfg.delta, temperature=cfg.temperature,
                     w_ids=cfg.w_ids, w_motp=cfg.w_motp, ids_mode=cfg.ids_mode)
         variants = {v: DeepMOTLoss(dhn, **{**base, **parse_variant(v)}) for v in args.variants}
