@@ -3,6 +3,7 @@
     python train.py --tracker siamrpn [--config CFG] [--data ROOT] [--pretrained PYSOT.pth]
                     [--dhn DHN.pt] [--set key=value ...] [--resume RUN_DIR] [--name NAME]
     python train.py --dhn [--config configs/dhn.yaml] [--set key=value ...] [--resume RUN_DIR]
+    python train.py --detector [--config configs/detector_*.yaml] [--data ROOT] [--set matcher=uot] [--resume RUN_DIR]
 
 ``--tracker siamrpn`` fine-tunes a SiamRPN with the DeepMOT loss (:mod:`deepmot.engine.deepmot_train`);
 without ``--pretrained`` it first pre-trains the SOT on the same data. ``--dhn`` alone pre-trains
@@ -43,6 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "it SOT pre-training runs first")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set lr=1e-3 (repeatable)")
+    p.add_argument("--detector", action="store_true",
+                   help="train the pedestrian detector (trackers/detection; default config "
+                        "configs/detector_tiny.yaml; --set matcher=NAME / cls_loss=NAME pick the box head's "
+                        "matcher and loss; --pretrained: torchvision/Tracktor Faster R-CNN weights)")
     p.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue the run in RUN_DIR")
     p.add_argument("--name", default=None, help="run name (runs/<name>/<time>/)")
     return p
@@ -68,6 +73,12 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.detector:  # detector training lives in trackers/detection
+        if args.tracker is not None or args.dhn is not None:
+            parser.error("--detector trains the detector alone; drop --tracker/--dhn")
+        from trackers.detection.cli import train_main
+
+        return train_main(args, parser)
     if args.tracker is None and args.dhn is not True:
         parser.error("choose what to train: --tracker siamrpn (DeepMOT fine-tuning) or --dhn "
                      "(DHN pre-training)")
