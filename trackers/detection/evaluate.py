@@ -9,13 +9,14 @@ ignored, so detections on them are not false positives).
 
 :func:`detect_frames` runs a detector over a :class:`~trackers.detection.data.FrameSet`;
 :func:`write_private_detections` writes them as ``<out>/<split>/<sequence>/det/det.txt`` in a
-MOTChallenge tree (``seqinfo.ini`` copied, images and GT linked) that ``evaluate.py --data <out>``
+MOTChallenge tree (``seqinfo.ini`` named after the base sequence, images and GT linked) that ``evaluate.py --data <out>``
 tracks on.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import os
 import shutil
@@ -24,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from deepmot.datasets.layout import write_seqinfo
 from deepmot.datasets.mot import write_detections
 from trackers.detection.data import FrameSet
 
@@ -152,7 +154,8 @@ def detect_frames(model, frames: FrameSet, progress=None) -> tuple[list[dict], l
 
 def write_private_detections(frames: FrameSet, dets: list[dict], out: str | os.PathLike, split: str) -> list[Path]:
     """Write ``dets`` as ``<out>/<split>/<sequence>/det/det.txt`` (``frame,-1,x,y,w,h,score,-1,-1,-1``,
-    1-based pixel coordinates as the GT), with ``seqinfo.ini`` copied and ``img1/``, ``gt/`` linked
+    1-based pixel coordinates as the GT), with a ``seqinfo.ini`` named after the base sequence
+    (``MOT17-02``, no detector suffix) and ``img1/``, ``gt/`` linked
     (copied where links are impossible). Returns the det.txt paths."""
     by_seq: dict[str, list[tuple[int, dict]]] = {}
     for (name, index), d in zip(frames.keys, dets):
@@ -163,7 +166,8 @@ def write_private_detections(frames: FrameSet, dets: list[dict], out: str | os.P
         src = Path(seq.info.root)
         dst = Path(out) / split / name
         (dst / "det").mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(src / "seqinfo.ini", dst / "seqinfo.ini")
+        # named by the base sequence: no public-detector suffix, so no DPM/FRCNN/SDP score thresholds apply
+        write_seqinfo(dataclasses.replace(seq.info, name=name, root=dst))
         for sub in (seq.info.im_dir, "gt"):
             if (src / sub).exists() and not (dst / sub).exists():
                 try:
