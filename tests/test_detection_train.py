@@ -77,6 +77,11 @@ def _train(args, cwd: Path):
                           timeout=600)
 
 
+def _evaluate(args):
+    return subprocess.run([sys.executable, str(REPO / "evaluate.py"), *args], capture_output=True, text=True,
+                          env={"PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}, timeout=600)
+
+
 SMALL = ["--set", "model.min_size=96", "--set", "model.max_size=192", "--set", "data.scales=[1.0]",
          "--set", "warmup_steps=1", "--set", "num_threads=1", "--set", "log_every=1", "--set", "checkpoint_every=2",
          "--set", "model.rpn_post_nms_test=50", "--set", "schedule=step", "--set", "gamma=1.0"]
@@ -103,9 +108,9 @@ def test_train_detector_cli_resumes_exactly_and_evaluates(tiny_data, tmp_path):
     assert (full_dir / "metrics.csv").read_text().count("val/AP") >= 1
 
     out = tmp_path / "dets"
-    ev = subprocess.run([sys.executable, str(REPO / "evaluate.py"), "--detector", str(full_dir / "checkpoints" / "last.pt"),
-                         "--data", str(tiny_data), "--split", "test", "--out", str(out), "--threads", "1"],
-                        capture_output=True, text=True, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}, timeout=600)
+    ckpt = full_dir / "checkpoints" / "last.pt"
+    ev = _evaluate(["--detector", str(ckpt), "--data", str(tiny_data), "--split", "test", "--out", str(out),
+                    "--threads", "1"])
     assert ev.returncode == 0, ev.stderr[-3000:]
     assert "AP50" in ev.stdout
     det_files = list((out / "test").glob("*/det/det.txt"))
@@ -121,6 +126,5 @@ def test_bad_detector_inputs_end_in_one_line(tiny_data, tmp_path):
     assert "matcher must be one of" in bad.stderr
     corrupt = tmp_path / "corrupt.pt"
     corrupt.write_bytes(b"garbage")
-    ev = subprocess.run([sys.executable, str(REPO / "evaluate.py"), "--detector", str(corrupt), "--data", str(tiny_data)],
-                        capture_output=True, text=True, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}, timeout=120)
+    ev = _evaluate(["--detector", str(corrupt), "--data", str(tiny_data)])
     assert ev.returncode == 2 and ev.stderr.strip().count("\n") == 0 and "corrupt.pt" in ev.stderr

@@ -70,8 +70,9 @@ def evaluate_main(checkpoint, root: Path, folder: str, frame_range: str | None, 
               f"{'rec@' + str(score_thresh):>8} {'GT':>6}")
         print(f"{100 * m['AP']:6.1f} {100 * m['AP50']:6.1f} {100 * m['AP75']:6.1f} {100 * m['recall']:7.1f} "
               f"{100 * m['precision@thr']:9.1f} {100 * m['recall@thr']:8.1f} {int(m['num_gt']):6d}")
-        print("AP50 by GT visibility: " + ", ".join(
-            f"{k[5:]} {100 * v:.1f} ({int(m['num_gt_' + k[5:]])} GT)" for k, v in m.items() if k.startswith("AP50_vis")))
+        buckets = [k[5:] for k in m if k.startswith("AP50_vis")]
+        print("AP50 by GT visibility: " + ", ".join(f"{b} {100 * m['AP50_' + b]:.1f} ({int(m['num_gt_' + b])} GT)"
+                                                    for b in buckets))
     else:
         print("no GT in this split: detections written, nothing scored")
     (out / "summary.json").write_text(json.dumps(summary, indent=1))

@@ -9,8 +9,8 @@ ignored, so detections on them are not false positives).
 
 :func:`detect_frames` runs a detector over a :class:`~trackers.detection.data.FrameSet`;
 :func:`write_private_detections` writes them as ``<out>/<split>/<sequence>/det/det.txt`` in a
-MOTChallenge tree (``seqinfo.ini`` named after the base sequence, images and GT linked) that ``evaluate.py --data <out>``
-tracks on.
+MOTChallenge tree (``seqinfo.ini`` named after the base sequence, images and GT linked) that
+``evaluate.py --data <out>`` tracks on.
 """
 
 from __future__ import annotations

@@ -165,7 +165,8 @@ def load_detector_weights(model: nn.Module, path, report_limit: int = 8) -> None
                     for k in state if k in own and state[k].shape != own[k].shape)
     if missing or unexpected or shapes:
         def few(xs):
-            return ", ".join(xs[:report_limit]) + (f" (+{len(xs) - report_limit} more)" if len(xs) > report_limit else "")
+            more = f" (+{len(xs) - report_limit} more)" if len(xs) > report_limit else ""
+            return ", ".join(xs[:report_limit]) + more
 
         looks = "resnet50_fpn" if any(k.startswith("backbone.body.layer1.0.conv1") for k in state) else \
             "tiny" if any(k.startswith("backbone.body.stem") for k in state) else "not a Faster R-CNN"

@@ -119,7 +119,8 @@ class StageLoss:
 
     def __init__(self, cfg: StageConfig, box_coder, softmax_head: bool):
         if cfg.cls_loss == "ce" and not softmax_head:
-            raise ValueError("cls_loss 'ce' needs a softmax head (the box head); the RPN uses bce | focal | rs | brs | ap | bap")
+            raise ValueError("cls_loss 'ce' needs a softmax head (the box head); "
+                             "the RPN uses bce | focal | rs | brs | ap | bap")
         if cfg.matcher == "aligned" and not softmax_head:
             raise ValueError("matcher 'aligned' needs a softmax head (the box head)")
         self.cfg, self.box_coder, self.softmax = cfg, box_coder, softmax_head
@@ -130,7 +131,8 @@ class StageLoss:
         self.set_loss = SetPredictionLoss(
             cls=kind, eos_coef=cfg.eos_coef, focal_alpha=-1.0 if cfg.cls_loss == "bce" else 0.25,
             focal_gamma=0.0 if cfg.cls_loss == "bce" else 2.0, w_cls=1.0,
-            w_l1=cfg.w_l1 if cfg.box_loss == "l1_giou" else 0.0, w_giou=cfg.w_giou if cfg.box_loss == "l1_giou" else 0.0,
+            w_l1=cfg.w_l1 if cfg.box_loss == "l1_giou" else 0.0,
+            w_giou=cfg.w_giou if cfg.box_loss == "l1_giou" else 0.0,
             normalize=normalize, self_balance=False)
         self.aligned = AssignmentAlignedLoss(w_l1=cfg.w_l1, w_giou=cfg.w_giou, bg_weight=cfg.eos_coef,
                                              normalize="num_gt") if cfg.matcher == "aligned" else None
@@ -150,7 +152,8 @@ class StageLoss:
         if not normalise:
             scale = torch.ones_like(scale)
         if self.softmax:  # (B, Np, 2), torchvision's [background, person]
-            logits = logits[..., [1, 0]] if self.cfg.cls_loss == "ce" or self.aligned else logits[..., 1:] - logits[..., :1]
+            softmax = self.cfg.cls_loss == "ce" or self.aligned is not None
+            logits = logits[..., [1, 0]] if softmax else logits[..., 1:] - logits[..., :1]
         g = max((len(t) for t in gt), default=0)
         gt_boxes = boxes.new_zeros((len(gt), g, 4))
         gt_mask = torch.zeros((len(gt), g), dtype=torch.bool, device=boxes.device)
@@ -181,7 +184,8 @@ class StageLoss:
         self.timing["match"] += time.perf_counter() - t0
         return out
 
-    def loss(self, inp: MatchInput, a: Assignment, deltas: Tensor, refs: Tensor, gt: list[Tensor]) -> tuple[Tensor, Tensor]:
+    def loss(self, inp: MatchInput, a: Assignment | None, deltas: Tensor, refs: Tensor,
+             gt: list[Tensor]) -> tuple[Tensor, Tensor]:
         """-> ``(cls_loss, box_loss)`` 0-d tensors with gradient.
 
         ``deltas`` (B, Np, 4) the stage's predicted box deltas (for the pedestrian class), ``refs``

@@ -234,7 +234,8 @@ def train_detector(cfg: DetectorTrainConfig, resume: str | os.PathLike | None = 
                 "rpn_assign_loss_share": stage_time["rpn"] / dt, "roi_assign_loss_share": stage_time["roi"] / dt}
             run.log_scalars(step, scalars)
             log.info("step %d loss %.4f (%s) lr %.5f %.2f s/it, assignment+loss share rpn %.0f%% roi %.0f%%", step,
-                     scalars["loss"], ", ".join(f"{k[5:]} {v:.3f}" for k, v in scalars.items() if k.startswith("loss_")),
+                     scalars["loss"], ", ".join(f"{k[5:]} {v:.3f}" for k, v in scalars.items()
+                                                if k.startswith("loss_")),
                      scalars["lr"], scalars["s_per_iter"], 100 * scalars["rpn_assign_loss_share"],
                      100 * scalars["roi_assign_loss_share"])
             t_last, n_last, stage_time = time.time(), 0, {"rpn": 0.0, "roi": 0.0}
