@@ -40,7 +40,9 @@ class ModelConfig:
     """Detector architecture and the two training stages.
 
     ``layout``: "tiny" | "resnet50_fpn". ``min_size``/``max_size``: torchvision's resize (pixels of
-    the shorter / longer side). ``width``: channel multiplier of the tiny backbone. Proposal and
+    the shorter / longer side). ``width``, ``anchor_sizes`` (one per FPN level, pixels) and
+    ``aspect_ratios`` (height / width) shape the tiny layout only; ``resnet50_fpn`` keeps
+    torchvision's anchors so that its checkpoints fit. Proposal and
     detection limits as in torchvision (``rpn_post_nms_train`` proposals per image reach the box
     head). ``rpn`` / ``roi``: matcher and losses of each stage (:class:`StageConfig`).
     """

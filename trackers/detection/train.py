@@ -273,3 +273,12 @@ def load_trained(path, device: str = "cpu"):
     model.load_state_dict(ckpt["model"])
     return model.eval()
 
+
+
+def export_weights(src, dst) -> Path:
+    """Write the shippable part of checkpoint ``src`` (weights, model and training config; no
+    optimiser state) to ``dst`` atomically; :func:`load_trained` reads it. Returns ``dst``."""
+    ckpt = load_checkpoint(src)
+    keep = {k: ckpt[k] for k in ("model", "model_config", "config", "step") if k in ckpt}
+    save_checkpoint(dst, keep)
+    return Path(dst)
