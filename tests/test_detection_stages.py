@@ -140,6 +140,16 @@ def test_predictions_in_ignore_regions_are_neither_positive_nor_negative():
     assert mask.tolist() == [[True, False, True, True]]
 
 
+def test_ignore_regions_are_resized_with_the_image():
+    model = build_detector(ModelConfig(min_size=90, max_size=160))
+    model.train()
+    target = {"boxes": torch.tensor([[20.0, 20, 60, 100]]), "labels": torch.ones(1, dtype=torch.int64),
+              "ignore": torch.tensor([[100.0, 40, 140, 160]])}
+    _, (out,) = model.transform([torch.rand(3, 180, 320)], [target])
+    torch.testing.assert_close(out["boxes"], torch.tensor([[10.0, 10, 30, 50]]))
+    torch.testing.assert_close(out["ignore"], torch.tensor([[50.0, 20, 70, 80]]))
+
+
 def test_bad_stage_names_are_refused():
     with pytest.raises(ValueError, match="matcher must be one of"):
         StageConfig(matcher="greedy")

@@ -24,6 +24,7 @@ from torchvision.models.detection import FasterRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.backbone_utils import BackboneWithFPN, _resnet_fpn_extractor
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+from torchvision.models.detection.transform import GeneralizedRCNNTransform, resize_boxes
 from torchvision.ops import FrozenBatchNorm2d, MultiScaleRoIAlign
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
@@ -98,6 +99,17 @@ class TinyBackbone(nn.Module):
         return x
 
 
+class _Transform(GeneralizedRCNNTransform):
+    """torchvision's resize + normalise, also resizing the targets' ``"ignore"`` boxes."""
+
+    def resize(self, image, target=None):  # noqa: D102
+        size = image.shape[-2:]
+        image, target = super().resize(image, target)
+        if target is not None and "ignore" in target:
+            target["ignore"] = resize_boxes(target["ignore"], size, image.shape[-2:])
+        return image, target
+
+
 class PedestrianDetector(FasterRCNN):
     """Faster R-CNN + FPN whose RPN and box head take their assignment and loss from
     :mod:`deepmot.matching` / :mod:`deepmot.losses` (:class:`ModelConfig` ``rpn`` / ``roi``).
@@ -130,6 +142,7 @@ class PedestrianDetector(FasterRCNN):
             head = TwoMLPHead(out * 7 * 7, 256)
             super().__init__(backbone, num_classes=None, rpn_anchor_generator=anchors, box_roi_pool=pool,
                              box_head=head, box_predictor=FastRCNNPredictor(256, cfg.num_classes), **kw)
+        self.transform.__class__ = _Transform
         self.rpn = MatchedRPN.from_rpn(self.rpn, cfg.rpn)
         self.roi_heads = MatchedRoIHeads.from_roi_heads(self.roi_heads, cfg.roi)
 
