@@ -149,17 +149,21 @@ def train_detector(cfg: DetectorTrainConfig, resume: str | os.PathLike | None = 
     torch.set_num_threads(max(1, cfg.num_threads))
     seed_everything(cfg.seed)
     device = torch.device(cfg.device)
-    run = Run.create(cfg.name, cfg, resume=resume)
-    log = run.logger
-    root = resolve_data_root(cfg.data_root, log=log.info, data_dir=Path(__file__).resolve().parents[2] / "data")
+    # data and starting weights first: a bad path ends the command before a run directory exists
+    notes: list[str] = []
+    root = resolve_data_root(cfg.data_root, log=notes.append, data_dir=Path(__file__).resolve().parents[2] / "data")
     train_set = FrameSet(root, cfg.data.split, cfg.data.train_range, 1, cfg.data.min_vis)
     val_set = FrameSet(root, cfg.data.split, cfg.data.val_range, cfg.data.val_every)
-    log.info("data %s: %d training frames (%s), %d validation frames (%s, every %d)", root, len(train_set),
-             cfg.data.train_range, len(val_set), cfg.data.val_range, cfg.data.val_every)
     model = build_detector(cfg.model).to(device)
     if cfg.pretrained:
         load_detector_weights(model, cfg.pretrained)
-        log.info("starting weights: %s", cfg.pretrained)
+        notes.append(f"starting weights: {cfg.pretrained}")
+    run = Run.create(cfg.name, cfg, resume=resume)
+    log = run.logger
+    for note in notes:
+        log.info(note)
+    log.info("data %s: %d training frames (%s), %d validation frames (%s, every %d)", root, len(train_set),
+             cfg.data.train_range, len(val_set), cfg.data.val_range, cfg.data.val_every)
     log.info("%s; box head: %s; RPN: %s", model_summary(model), config_to_dict(cfg.model.roi),
              config_to_dict(cfg.model.rpn))
     params = [p for p in model.parameters() if p.requires_grad]
