@@ -269,8 +269,13 @@ def train_detector(cfg: DetectorTrainConfig, resume: str | os.PathLike | None = 
 def load_trained(path, device: str = "cpu"):
     """A detector from one of our checkpoints (its ``model_config`` + weights), in eval mode."""
     from deepmot.config import config_from_dict
+    from deepmot.errors import DataFormatError
 
-    ckpt = load_checkpoint(path, map_location=device)
+    try:
+        ckpt = load_checkpoint(path, map_location=device)
+    except ValueError as e:  # corrupt or foreign file: torch's message spans lines, keep the first
+        first = str(e).splitlines()[0]
+        raise DataFormatError(f"not a readable detector checkpoint ({first.split('(', 1)[-1][:200]})", path) from None
     if not isinstance(ckpt, dict) or "model_config" not in ckpt:
         raise ConfigError(f"{path}: not a detector checkpoint of train.py --detector (no 'model_config')")
     model = build_detector(config_from_dict(ModelConfig, ckpt["model_config"]))
