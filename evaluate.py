@@ -13,6 +13,10 @@ the ``--detections`` variants, writes ``<out>/<sequence>.txt``, prints the track
 evaluates; ``--workers N`` tracks N sequences at once in worker processes. ``--vis`` writes
 ``<out>/vis/<sequence>.mp4``. Data: ``--data``, else ``data/MOT17``, else the built-in synthetic
 set (generated once into ``data/synthetic``).
+``--detector [CKPT]`` is the detection mode: a detector checkpoint of ``train.py --detector`` (default:
+the shipped trackers/detection/weights/detector_tiny_synthetic.pth) runs on the ``--split`` frames,
+COCO AP / AP50 / AP75 / recall are printed and ``<out>/<split>/<sequence>/det/det.txt`` written (a
+MOTChallenge tree: ``--data <out>`` then tracks on these private detections).
 Exit status: 0 all sequences evaluated, 1 some sequence failed (named in the report), 2 bad usage.
 """
 
@@ -59,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frag-rule", choices=["trackeval", "motmetrics"], help="override the fragmentation rule")
     p.add_argument("--no-hota", action="store_true", help="skip HOTA (computed with the trackeval package)")
     p.add_argument("--vis", action="store_true", help="write <out>/vis/<sequence>.mp4 with ids and FP/FN/IDSW markers")
+    p.add_argument("--detector", nargs="?", const="shipped", type=Path, metavar="CKPT",
+                   help="detection mode: COCO AP of this detector checkpoint (default: the shipped one) on --split,\n"
+                        "and private detections <out>/<split>/<sequence>/det/det.txt")
     g = p.add_argument_group("running a tracker")
     g.add_argument("--tracker", choices=available_trackers(),
                    help="tracker name from the registry (default: siamrpn, or the config's)")
@@ -241,6 +248,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.workers < 1:
         print("error: --workers must be >= 1", file=sys.stderr)
         return 2
+    if args.detector is not None:  # detection mode lives in trackers/detection
+        from trackers.detection.cli import SHIPPED, evaluate_main
+
+        folder, frame_range = _split(args, "test")
+        try:
+            root = _data_root(args)
+        except FileNotFoundError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        ckpt = SHIPPED if str(args.detector) == "shipped" else args.detector
+        return evaluate_main(ckpt, root, folder, frame_range, args.out, threads=args.threads)
     if args.results is not None:
         if args.tracker or args.checkpoint:
             print("error: --results evaluates existing files; drop it to run --tracker/--checkpoint", file=sys.stderr)

@@ -5,6 +5,7 @@ Two modes:
     python train.py --tracker siamrpn [--config CFG] [--data ROOT] [--pretrained PYSOT.pth]
                     [--dhn-weights DHN.pt] [--set key=value ...] [--resume RUN_DIR] [--name NAME]
     python train.py --dhn [--config configs/dhn.yaml] [--set key=value ...] [--resume RUN_DIR]
+    python train.py --detector [--config configs/detector_*.yaml] [--data ROOT] [--set matcher=uot] [--resume RUN_DIR]
 
 ``--tracker NAME`` (a trainable tracker of the registry, :func:`trackers.trainable_trackers`)
 fine-tunes it with the DeepMOT loss (:mod:`deepmot.engine.deepmot_train`); the SiamRPN without
@@ -53,6 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "it SOT pre-training runs first")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set lr=1e-3 (repeatable)")
+    p.add_argument("--detector", action="store_true",
+                   help="train the pedestrian detector (trackers/detection; default config "
+                        "configs/detector_tiny.yaml; --set matcher=NAME / cls_loss=NAME pick the box head's "
+                        "matcher and loss; --pretrained: torchvision/Tracktor Faster R-CNN weights)")
     p.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue the run in RUN_DIR")
     p.add_argument("--name", default=None, help="run name (runs/<name>/<time>/)")
     return p
@@ -119,6 +124,12 @@ def main(argv: list[str] | None = None) -> int:
                      f"are given with --dhn-weights (e.g. --tracker siamrpn --dhn-weights {extra[0]})")
     if extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if args.detector:  # detector training lives in trackers/detection
+        if args.tracker is not None or args.dhn:
+            parser.error("--detector trains the detector alone; drop --tracker/--dhn")
+        from trackers.detection.cli import train_main
+
+        return train_main(args, parser)
     if args.tracker is not None and args.dhn:
         parser.error("choose one mode: --tracker NAME (DeepMOT fine-tuning) or --dhn (DHN pre-training)")
     if args.tracker is None and not args.dhn:
