@@ -5,7 +5,10 @@ optimises the weighted binary focal loss of DeepMOT (class weights ``w0 = n1/n``
 per matrix, gamma 2, times ``loss_scale``; ``class_balance`` < 1 moves the weights towards equal
 ones) with RMSprop and a step decay from the initial rate
 (``lr0 * gamma ** (step // every)``, not compounding), validates periodically on a fixed
-held-out set, and writes checkpoints (``last.pt`` and ``best.pt``) that resume exactly.
+held-out set, and writes checkpoints (``last.pt`` and ``best.pt``) that resume exactly. At the end
+it writes the run's usable outputs: ``dhn.pt`` (the best validated weights with their
+``model_config``, small and ``weights_only``-loadable: :meth:`DeepHungarianNet.pretrained` and
+``train.py --tracker siamrpn --dhn`` take it) and ``curves.png`` (loss, validation in percent).
 Under ``torchrun`` (``WORLD_SIZE > 1``) it runs DistributedDataParallel (gloo on CPU, NCCL on
 GPU); each rank draws its own stream; rank 0 logs, validates and checkpoints.
 """
@@ -28,8 +31,10 @@ from deepmot.dhn.data import DHNDataConfig, batch_stream, heldout_set
 from deepmot.dhn.metrics import BUCKET_NAMES, evaluate_model, format_table
 from deepmot.dhn.model import DeepHungarianNet, DHNConfig
 from deepmot.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from deepmot.engine.run import Run, find_latest_checkpoint, progress
+from deepmot.engine.plots import plot_scalars
+from deepmot.engine.run import Run, find_latest_checkpoint
 from deepmot.engine.seed import seed_everything
+from deepmot.progress import progress
 
 __all__ = ["DHNTrainConfig", "weighted_focal_loss", "step_lr", "train_dhn", "export_weights"]
 
@@ -141,7 +146,16 @@ def train_dhn(cfg: DHNTrainConfig, resume: str | os.PathLike | None = None) -> P
     torch.set_num_threads(max(1, cfg.num_threads))
     seed_everything(cfg.seed + rank)
 
-    run = Run.create(cfg.name, cfg, resume=resume)
+    run = Run.create(cfg.name, cfg, resume=resume, device=device)
+    try:
+        _train(cfg, run, device, resume, distributed, rank, world)
+    finally:
+        run.close()
+    return run.dir
+
+
+def _train(cfg: DHNTrainConfig, run: Run, device: torch.device, resume: str | os.PathLike | None,
+           distributed: bool, rank: int, world: int) -> None:
     log = run.logger
     model = DeepHungarianNet.from_config(cfg.model)
     model.reset_parameters_deepmot()
@@ -157,7 +171,7 @@ def train_dhn(cfg: DHNTrainConfig, resume: str | os.PathLike | None = None) -> P
         opt.load_state_dict(ckpt["optimizer"])
         step, best = int(ckpt["step"]), float(ckpt["best_score"])
         set_rng_state(ckpt["rng"])
-        log.info("resumed from %s at step %d (best score %.4f)", ckpt_path, step, best)
+        log.info("resumed from %s at step %d (best score %.3f %%)", ckpt_path, step, 100 * best)
         if run.main:  # the config in force from now on (``--set`` overrides included)
             save_config(cfg, run.dir / "config.yaml")
     net = torch.nn.parallel.DistributedDataParallel(model) if distributed else model
@@ -172,6 +186,7 @@ def train_dhn(cfg: DHNTrainConfig, resume: str | os.PathLike | None = None) -> P
                  "best_score": best, "rng": rng_state(), "config": config_to_dict(cfg),
                  "model_config": config_to_dict(cfg.model)}
         save_checkpoint(run.checkpoint_dir / name, state)
+        run.wrote(run.checkpoint_dir / name, "checkpoint")
 
     def validate() -> None:
         nonlocal best
@@ -179,16 +194,16 @@ def train_dhn(cfg: DHNTrainConfig, resume: str | os.PathLike | None = None) -> P
         results = evaluate_model(model, val_set, cfg.val_threshold)
         score = _score(results)
         run.log_scalars(step, {**_flat_metrics(results), "val/score": score})
-        log.info("step %d validation (%.1fs), score %.4f\n%s", step, time.time() - t0, score,
+        log.info("step %d validation (%.1fs), score %.3f %%\n%s", step, time.time() - t0, 100 * score,
                  format_table(results, cfg.val_threshold))
         if score > best:
             best = score
             save("best.pt")
-            log.info("new best %.4f saved", best)
+            log.info("new best score %.3f %% (checkpoints/best.pt)", 100 * best)
 
     stream = batch_stream(cfg.seed, rank, start=step, cfg=cfg.data, max_size_at=_max_size_at(cfg))
     model.train()
-    bar = progress(total=cfg.steps, initial=step, desc="dhn")
+    bar = progress(total=cfg.steps, initial=step, desc="DHN steps", unit="step")
     t_last, s_last, loss_acc, n_acc, mats = time.time(), step, 0.0, 0, 0
     while step < cfg.steps:
         batch = next(stream)
@@ -225,9 +240,16 @@ def train_dhn(cfg: DHNTrainConfig, resume: str | os.PathLike | None = None) -> P
     if distributed:
         dist.barrier()
         dist.destroy_process_group()
-    log.info("done at step %d, best score %.4f", step, best)
-    run.close()
-    return run.dir
+    log.info("done at step %d, best score %.3f %%", step, 100 * best)
+    if run.main:
+        source = run.checkpoint_dir / ("best.pt" if (run.checkpoint_dir / "best.pt").is_file() else "last.pt")
+        export_weights(source, run.dir / "dhn.pt", note=f"from {source}")
+        run.wrote(run.dir / "dhn.pt", f"DHN weights (from {source.name}; use with --dhn)")
+        curves = plot_scalars(run.dir / "curves.png", run.dir / "metrics.csv", {
+            "training loss": ["train/loss"],
+            "validation, exact assignments %": ["val/score", "val/dhn_row/all/exact", "val/baseline/all/exact"]})
+        if curves is not None:
+            run.wrote(curves, "curves")
 
 
 def export_weights(checkpoint: str | os.PathLike, out: str | os.PathLike, note: str = "") -> dict:

@@ -48,6 +48,7 @@ from deepmot.engine.plots import plot_curves
 from deepmot.engine.run import Run, find_latest_checkpoint
 from deepmot.engine.seed import seed_everything
 from deepmot.losses.focal import sigmoid_focal_loss
+from deepmot.progress import progress
 
 __all__ = ["DeepMOTTrainConfig", "AugmentConfig", "ValidationConfig", "anchor_focal_loss",
            "freeze_early_convs", "build_dhn", "DeepMOTTrainer", "run"]
@@ -271,6 +272,7 @@ class DeepMOTTrainer:
         """Write a checkpoint (rank 0 only)."""
         if self.dist.main:
             save_checkpoint(self.run.checkpoint_dir / name, self.state_dict())
+            self.run.wrote(self.run.checkpoint_dir / name, "checkpoint")
 
     # ------------------------------------------------------------- evaluation
     def default_evaluate(self, model: nn.Module, step: int) -> dict:
@@ -286,10 +288,12 @@ class DeepMOTTrainer:
         mot = load_config(MOTConfig, None, v.mot)
         out_dir = self.run.dir / "eval" / f"step{step:07d}"
         frames = None if v.frames == "full" else v.frames
-        return evaluate_tracker(model, seqs, mot, out_dir, frame_range=frames)
+        return evaluate_tracker(model, seqs, mot, out_dir, frame_range=frames, show_progress=True)
 
     def evaluate(self) -> dict:
         """Validate now (rank 0), log, keep the best checkpoint; returns the metrics."""
+        from deepmot.evaluation.report import format_metric
+
         metrics: dict = {}
         if self.dist.main:
             t0 = time.time()
@@ -301,13 +305,14 @@ class DeepMOTTrainer:
             self.model.train(was_training)
             self.run.log_scalars(self.step, {f"val/{k}": v for k, v in metrics.items()})
             shown = [k for k in ("MOTA", "IDF1", "HOTA", "MOTP", "IDSW", "FP", "FN") if k in metrics]
-            self.run.logger.info("eval @ step %d (%.0fs): %s", self.step, time.time() - t0,
-                                 ", ".join(f"{k} {metrics[k]:.4g}" for k in shown or metrics))
+            self.run.logger.info("eval @ step %d (%.0fs, ratios in %%): %s", self.step, time.time() - t0,
+                                 ", ".join(f"{k} {format_metric(k, metrics[k])}" for k in shown or metrics))
             self.history.append({"step": self.step, **metrics})
             value = metrics.get(self.cfg.best_metric)
             if value is not None and math.isfinite(value) and (self.best is None or value > self.best):
                 self.best = value
                 save_checkpoint(self.run.checkpoint_dir / "best.pt", self.state_dict())
+                self.run.wrote(self.run.checkpoint_dir / "best.pt", f"best checkpoint (by {self.cfg.best_metric})")
         self.last_eval_step = self.step
         barrier()
         return metrics
@@ -408,6 +413,14 @@ class DeepMOTTrainer:
         return anchor_focal_loss(out.cls_logits, out.anchors_xyxy.to(out.cls_logits.device), target,
                                  present, self.cfg.focal_pos_iou, self.cfg.focal_neg_iou, self.cfg.focal_gamma)
 
+    def expected_steps(self) -> int:
+        """Optimiser steps the run will take (``max_steps``, or an estimate from the epochs,
+        clips and repeats: frames without GT or tracks take none); for the progress ETA."""
+        cfg = self.cfg
+        frames = sum(len(c) - 1 for c in self.clips) / cfg.clips_per_step
+        est = math.ceil(cfg.epochs * frames * cfg.num_repeats)
+        return min(est, cfg.max_steps) if cfg.max_steps is not None else est
+
     def _stop(self) -> bool:
         return self.cfg.max_steps is not None and self.step >= self.cfg.max_steps
 
@@ -420,6 +433,7 @@ class DeepMOTTrainer:
             self.evaluate()
         t0, steps0 = time.time(), self.step
         acc: dict[str, float] = {}
+        bar = progress(total=self.expected_steps(), initial=self.step, desc="DeepMOT steps", unit="step")
         while self.epoch < cfg.epochs and not self._stop() and not self.finished:
             order = epoch_order(len(self.clips), cfg.seed, self.epoch)
             n_batches = math.ceil(len(order) / cfg.clips_per_step)
@@ -431,12 +445,14 @@ class DeepMOTTrainer:
                     before = self.step
                     for k, v in self._frame_step(clips).items():
                         acc[k] = acc.get(k, 0.0) + v
+                    bar.update(self.step - before)
                     if self.step // cfg.log_every > before // cfg.log_every and acc.get("clips"):
                         n = acc.pop("clips")
                         scalars = {f"train/{k}": v / n for k, v in acc.items()}
                         self.run.log_scalars(self.step, scalars)
                         log.info("epoch %d step %d: %s (%.2fs/step)", self.epoch, self.step,
-                                 ", ".join(f"{k.split('/', 1)[1]} {v:.4g}" for k, v in scalars.items()),
+                                 ", ".join(f"{k.split('/', 1)[1]} {100 * v:.3f} %" if k == "train/dhn_exact"
+                                           else f"{k.split('/', 1)[1]} {v:.4g}" for k, v in scalars.items()),
                                  (time.time() - t0) / max(self.step - steps0, 1))
                         acc = {}
                     if self._stop():
@@ -451,6 +467,7 @@ class DeepMOTTrainer:
             if not self._stop():
                 self.epoch += 1
                 self.batch = 0
+        bar.close()
         if not self.finished:
             self.finished = True
             if cfg.eval_after and self.last_eval_step != self.step:
@@ -497,10 +514,11 @@ def run(cfg: DeepMOTTrainConfig, resume: str | None = None,
     from deepmot.datasets import resolve_data_root
 
     dist_info = init_distributed(cfg.device)
+    run_obj = None
     try:
         torch.set_num_threads(cfg.threads)
         seed_everything(cfg.seed)
-        run_obj = Run.create(cfg.name, cfg, root=cfg.runs_root, resume=resume)
+        run_obj = Run.create(cfg.name, cfg, root=cfg.runs_root, resume=resume, device=dist_info.device)
         run_obj.dir = Path(broadcast_object(str(run_obj.dir)))       # rank 0's directory
         run_obj.checkpoint_dir = run_obj.dir / "checkpoints"
         data_root = resolve_data_root(cfg.data, log=run_obj.logger.info) if dist_info.main else None
@@ -520,17 +538,23 @@ def run(cfg: DeepMOTTrainConfig, resume: str | None = None,
                             len(trainer.frozen), dist_info.world)
         result = trainer.fit()
         if dist_info.main:
+            from deepmot.evaluation.report import PERCENT_FIELDS, format_metric
+
             final = run_obj.dir / "siamrpn_deepmot.pth"
             atomic_write(final, lambda f: torch.save(trainer.model.state_dict(), f))
             plot = plot_curves(run_obj.dir, trainer.history, run_obj.dir / "metrics.csv")
             b, a = result["before"], result["after"]
             for key in ("MOTA", "IDF1", "HOTA", "IDSW"):
                 if key in b or key in a:
-                    run_obj.logger.info("%-5s before %8.4g  after %8.4g", key, b.get(key, float("nan")),
-                                        a.get(key, float("nan")))
-            run_obj.logger.info("weights: %s%s", final, f"; curves: {plot}" if plot else "")
+                    run_obj.logger.info("%-5s before %8s  after %8s%s", key, format_metric(key, b.get(key)),
+                                        format_metric(key, a.get(key)), " %" if key in PERCENT_FIELDS else "")
+            run_obj.wrote(final, "fine-tuned weights")
+            if plot:
+                run_obj.wrote(plot, "curves")
         run_obj.close()
         result["run_dir"] = str(run_obj.dir)
         return result
     finally:
+        if run_obj is not None:
+            run_obj.close()  # also after an error: a later run in this process logs only to its own files
         cleanup_distributed()
