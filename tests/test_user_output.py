@@ -209,3 +209,101 @@ def test_main_job_log_names_every_file_once_and_files_are_readable(main_run):
         assert stat.S_IMODE(p.stat().st_mode) == 0o644, p
     for d in (p for p in run_dir.rglob("*") if p.is_dir()):
         assert stat.S_IMODE(d.stat().st_mode) == 0o755, d
+
+
+# --------------------------------------------------------------------------- units
+def test_progress_mode_follows_the_terminal_rank_and_override(monkeypatch):
+    from deepmot import progress as pg
+
+    class Tty:
+        def isatty(self):
+            return True
+
+    monkeypatch.delenv("DEEPMOT_PROGRESS", raising=False)
+    monkeypatch.delenv("RANK", raising=False)
+    monkeypatch.setattr(sys, "stderr", Tty())
+    assert pg.progress_mode() == "bar"
+    monkeypatch.setenv("RANK", "1")
+    assert pg.progress_mode() == "off" and pg.progress(range(3)).mode == "off"
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("DEEPMOT_PROGRESS", "log")
+    assert pg.progress_mode() == "log"
+    monkeypatch.setenv("DEEPMOT_PROGRESS", "bars")
+    with pytest.raises(ValueError, match="DEEPMOT_PROGRESS"):
+        pg.progress_mode()
+
+
+def test_log_lines_are_periodic_and_count_what_was_done(monkeypatch, capsys):
+    from deepmot.progress import progress
+
+    monkeypatch.setenv("DEEPMOT_PROGRESS", "log")
+    monkeypatch.setenv("DEEPMOT_PROGRESS_SECONDS", "0")
+    assert list(progress(range(4), desc="work", unit="item")) == [0, 1, 2, 3]
+    lines = capsys.readouterr().err.splitlines()
+    assert [ln.split(",")[0] for ln in lines] == [f"work: {k}/4 ({25 * k:.1f} %)" for k in (1, 2, 3, 4)]
+    bar = progress(total=10, initial=4, desc="resumed")
+    bar.update(3)
+    bar.close()
+    assert capsys.readouterr().err.startswith("resumed: 7/10 (70.0 %)")
+    monkeypatch.setenv("DEEPMOT_PROGRESS_SECONDS", "3600")          # a short loop says nothing
+    for _ in progress(range(50), desc="quiet"):
+        pass
+    assert capsys.readouterr().err == ""
+
+
+def test_load_above_the_core_count_warns(monkeypatch):
+    from deepmot import machine
+
+    cores = os.cpu_count()
+    monkeypatch.setattr(os, "getloadavg", lambda: (cores + 0.5, 0.0, 0.0))
+    assert f"load average {cores + 0.5:.2f} > {cores} core(s)" in machine.load_warning()
+    assert f"load average {cores + 0.5:.2f}" in machine.describe("cpu")
+    monkeypatch.setattr(os, "getloadavg", lambda: (cores - 0.5, 0.0, 0.0))
+    assert machine.load_warning() is None
+
+
+def test_run_log_collects_package_loggers_and_runs_inside_it(tmp_path):
+    import logging
+
+    from deepmot.engine.run import Run
+
+    outer = Run.create("outer", root=tmp_path)
+    logging.getLogger("deepmot.engine.inference").info("module line")
+    inner = Run.create("inner", root=outer.dir / "sub")
+    inner.logger.info("inner line")
+    inner.wrote(inner.dir / "x.bin", "thing")
+    inner.wrote(inner.dir / "x.bin", "thing")
+    inner.close()
+    logging.getLogger("trackers.multi").info("after inner")
+    outer.close()
+    logging.getLogger("deepmot.engine.inference").info("after close")
+    text, inner_text = (outer.dir / "log.txt").read_text(), (inner.dir / "log.txt").read_text()
+    assert "module line" in text and "inner line" in text and "after inner" in text
+    assert text.count(f"wrote thing: {inner.dir / 'x.bin'}") == 1 and "inner line" in inner_text
+    assert "after inner" not in inner_text and "after close" not in text
+    assert not any(getattr(h, "_deepmot_console", False) for h in logging.getLogger("deepmot").handlers)
+
+
+@pytest.mark.parametrize("mask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_atomic_writes_respect_the_umask(tmp_path, mask, mode):
+    from deepmot.fileio import atomic_write_text
+
+    old = os.umask(mask)
+    try:
+        atomic_write_text(tmp_path / "f.txt", "x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "f.txt").stat().st_mode) == mode
+    assert [p.name for p in tmp_path.iterdir()] == ["f.txt"]            # no temporary file left
+
+
+def test_pytest_summary_counts_skips_without_listing_them(tmp_path):
+    (tmp_path / "test_some.py").write_text(
+        "import pytest\n\n@pytest.mark.parametrize('i', range(3))\ndef test_skips(i):\n    pytest.skip('no data')\n\n"
+        "def test_fails():\n    assert 1 == 2\n\ndef test_passes():\n    pass\n")
+    p = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-c",
+                        str(REPO / "pyproject.toml"), "--rootdir", str(tmp_path), str(tmp_path / "test_some.py")],
+                       cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=120)
+    assert "1 failed, 1 passed, 3 skipped" in p.stdout
+    assert "FAILED" in p.stdout and "test_fails" in p.stdout                  # failures are listed
+    assert "SKIPPED" not in p.stdout and "no data" not in p.stdout            # skips only counted
