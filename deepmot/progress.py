@@ -21,7 +21,7 @@ import sys
 import time
 from typing import Any, Iterable, Iterator
 
-__all__ = ["Progress", "progress", "progress_mode", "is_main_process"]
+__all__ = ["Progress", "progress", "progress_mode", "is_main_process", "ConsoleHandler"]
 
 log = logging.getLogger("deepmot.progress")
 _MODES = ("bar", "log", "off")
@@ -156,3 +156,19 @@ def progress(iterable: Iterable | None = None, **kwargs: Any) -> Progress:
     """:class:`Progress` over ``iterable`` (or to :meth:`~Progress.update` by hand); keyword
     arguments: ``total``, ``desc``, ``initial``, ``unit``, ``leave``, ``disable``."""
     return Progress(iterable, **kwargs)
+
+
+class ConsoleHandler(logging.StreamHandler):
+    """A console log handler that prints above open tqdm bars (``tqdm.write``) instead of
+    through them; a plain :class:`logging.StreamHandler` when no bar is open."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from tqdm import tqdm
+
+        if not getattr(tqdm, "_instances", None):
+            return super().emit(record)
+        try:
+            tqdm.write(self.format(record), file=self.stream)
+            self.flush()
+        except Exception:  # as logging does: report, never raise from a log call
+            self.handleError(record)

@@ -183,6 +183,9 @@ def test_dhn_run_writes_loadable_weights_and_curves(dhn_run):
     log_txt = (dhn_run["dir"] / "log.txt").read_text()
     assert f"wrote DHN weights (from best.pt; use with --dhn): {weights}" in log_txt
     assert re.search(r"score \d+\.\d{3} %", log_txt)                # percent, TrackEval's decimals
+    files = _assert_named_once_and_readable(dhn_run["dir"])
+    assert {"config.yaml", "log.txt", "metrics.csv", "last.pt", "best.pt", "dhn.pt", "curves.png"} <= {
+        p.name for p in files}
 
 
 @pytest.mark.slow
@@ -197,11 +200,17 @@ def test_main_job_log_names_every_file_once_and_files_are_readable(main_run):
     # percent with 3 decimals wherever metrics are printed
     assert re.search(r"eval @ step 0 .*MOTA -?\d+\.\d{3}, IDF1 \d+\.\d{3}", log_txt)
     assert re.search(r"MOTA  before +-?\d+\.\d{3}  after +-?\d+\.\d{3} %", log_txt)
-    files = sorted(p for p in run_dir.rglob("*") if p.is_file())
-    names = {p.name for p in files}
+    files = _assert_named_once_and_readable(run_dir)
     assert {"config.yaml", "log.txt", "metrics.csv", "last.pt", "best.pt", "sot_pretrained.pth",
-            "siamrpn_deepmot.pth", "curves.png"} <= names
+            "siamrpn_deepmot.pth", "curves.png"} <= {p.name for p in files}
     assert any(p.suffix == ".txt" and "eval" in p.parts for p in files)
+
+
+def _assert_named_once_and_readable(run_dir: Path) -> list[Path]:
+    """Every file under ``run_dir`` is named exactly once (absolute path) in its log.txt and is
+    mode 0644, every folder 0755 (the commands ran under umask 022). Returns the files."""
+    log_txt = (run_dir / "log.txt").read_text()
+    files = sorted(p for p in run_dir.rglob("*") if p.is_file())
     for p in files:
         assert p.is_absolute()
         n = len(re.findall(re.escape(str(p)) + r"(?![\w./-])", log_txt))
@@ -209,6 +218,7 @@ def test_main_job_log_names_every_file_once_and_files_are_readable(main_run):
         assert stat.S_IMODE(p.stat().st_mode) == 0o644, p
     for d in (p for p in run_dir.rglob("*") if p.is_dir()):
         assert stat.S_IMODE(d.stat().st_mode) == 0o755, d
+    return files
 
 
 # --------------------------------------------------------------------------- units

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from deepmot.config import save_config
-from deepmot.progress import is_main_process, progress
+from deepmot.progress import ConsoleHandler, is_main_process, progress
 
 __all__ = ["Run", "progress", "find_latest_checkpoint", "is_main_process"]
 
@@ -211,7 +211,7 @@ def _make_logger(name: str, run_dir: Path | None,
         for h in list(pkg_logger.handlers):  # one console handler, on today's stderr
             if getattr(h, "_deepmot_console", False):
                 pkg_logger.removeHandler(h)
-        console = logging.StreamHandler(sys.stderr)
+        console = ConsoleHandler(sys.stderr)
         console.setFormatter(fmt)
         console._deepmot_console = True  # type: ignore[attr-defined]
         pkg_logger.addHandler(console)
