@@ -14,6 +14,7 @@ import struct
 import subprocess
 import sys
 import termios
+import weakref
 from pathlib import Path
 
 import pytest
@@ -244,8 +245,13 @@ def test_progress_mode_follows_the_terminal_rank_and_override(monkeypatch):
 
 
 def test_log_lines_are_periodic_and_count_what_was_done(monkeypatch, capsys):
+    import logging
+
+    from deepmot import progress as pg
     from deepmot.progress import progress
 
+    # no run open, logging not configured (as in evaluate.py): the lines go to stderr
+    monkeypatch.setattr(pg, "log", logging.getLogger("test_user_output.unconfigured"))
     monkeypatch.setenv("DEEPMOT_PROGRESS", "log")
     monkeypatch.setenv("DEEPMOT_PROGRESS_SECONDS", "0")
     assert list(progress(range(4), desc="work", unit="item")) == [0, 1, 2, 3]
@@ -272,10 +278,13 @@ def test_load_above_the_core_count_warns(monkeypatch):
     assert machine.load_warning() is None
 
 
-def test_run_log_collects_package_loggers_and_runs_inside_it(tmp_path):
+def test_run_log_collects_package_loggers_and_runs_inside_it(tmp_path, monkeypatch):
     import logging
 
+    from deepmot.engine import run as run_mod
     from deepmot.engine.run import Run
+
+    monkeypatch.setattr(run_mod, "_OPEN_RUNS", weakref.WeakSet())   # runs other tests left open do not count
 
     outer = Run.create("outer", root=tmp_path)
     logging.getLogger("deepmot.engine.inference").info("module line")
@@ -292,6 +301,11 @@ def test_run_log_collects_package_loggers_and_runs_inside_it(tmp_path):
     assert text.count(f"wrote thing: {inner.dir / 'x.bin'}") == 1 and "inner line" in inner_text
     assert "after inner" not in inner_text and "after close" not in text
     assert not any(getattr(h, "_deepmot_console", False) for h in logging.getLogger("deepmot").handlers)
+    dropped = Run.create("dropped", root=tmp_path)                     # never closed, then forgotten
+    log_file = dropped.dir / "log.txt"
+    del dropped
+    logging.getLogger("deepmot.engine.inference").info("after drop")
+    assert "after drop" not in log_file.read_text() and not run_mod._OPEN_RUNS
 
 
 @pytest.mark.parametrize("mask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])

@@ -11,7 +11,8 @@ __all__ = ["plot_curves", "plot_scalars"]
 
 
 def plot_curves(run_dir: Path, history: list[dict], metrics_csv: Path) -> Path | None:
-    """Training-loss and validation curves -> ``run_dir/curves.png`` (None if nothing to plot)."""
+    """Training-loss and validation curves (ratios in percent) -> ``run_dir/curves.png``
+    (None if nothing to plot)."""
     import csv
 
     import matplotlib
@@ -37,10 +38,10 @@ def plot_curves(run_dir: Path, history: list[dict], metrics_csv: Path) -> Path |
     if train:
         axes[0].legend()
     for k in val_keys:
-        pts = [(h["step"], h[k]) for h in history if k in h]
+        pts = [(h["step"], 100 * h[k]) for h in history if k in h]
         axes[1].plot(*zip(*pts), marker="o", label=k)
     axes[1].set_xlabel("step")
-    axes[1].set_title("validation")
+    axes[1].set_title("validation %")
     if val_keys:
         axes[1].legend()
     fig.tight_layout()

@@ -19,6 +19,7 @@ import os
 import re
 import sys
 import time
+import weakref
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -29,7 +30,7 @@ __all__ = ["Run", "progress", "find_latest_checkpoint", "is_main_process"]
 
 #: package loggers whose records an open run writes to its console and log.txt
 _PACKAGES = ("deepmot", "trackers")
-_OPEN_RUNS: list["Run"] = []
+_OPEN_RUNS: "weakref.WeakSet[Run]" = weakref.WeakSet()  # a run dropped without close() stops logging
 _WROTE = re.compile(r" wrote [^:]*: (\S+)$")
 
 
@@ -61,7 +62,7 @@ class Run:
         self._csv_file = None
         self._csv = None
         self._tb = None
-        _OPEN_RUNS.append(self)
+        _OPEN_RUNS.add(self)
         if main:
             self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
             new = not (run_dir / "metrics.csv").exists()
@@ -79,11 +80,12 @@ class Run:
     @classmethod
     def create(cls, name: str, cfg: Any = None, root: str | os.PathLike = "runs",
                resume: str | os.PathLike | None = None,
-               device: str | os.PathLike | Any = None) -> "Run":
+               device: Any = None) -> "Run":
         """Start a new run under ``root/name/<time>/`` or reopen ``resume`` (a run directory).
 
         Saves ``cfg`` (a dataclass) as ``config.yaml`` in a new run. Logging goes to the console
-        and to ``log.txt``; the first lines say the device (``device``, default CPU), torch's
+        and to ``log.txt``; the first lines say the device (``device``: a ``torch.device`` or its
+        name, ``"auto"``/None = CUDA when available, else CPU), torch's
         thread count, the cores and the load average, with a warning when the load exceeds the
         cores. The directory is absolute.
         """
@@ -167,8 +169,7 @@ class Run:
         if self._tb is not None:
             self._tb.close()
             self._tb = None
-        if self in _OPEN_RUNS:
-            _OPEN_RUNS.remove(self)
+        _OPEN_RUNS.discard(self)
         if self._file_handler is not None:
             for pkg in _PACKAGES:
                 logging.getLogger(pkg).removeHandler(self._file_handler)
@@ -181,6 +182,12 @@ class Run:
                 for h in list(pkg_logger.handlers):
                     if getattr(h, "_deepmot_console", False):
                         pkg_logger.removeHandler(h)
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # interpreter shutdown: logging may be gone already
+            pass
 
     def __enter__(self) -> "Run":
         return self
