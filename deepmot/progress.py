@@ -7,7 +7,7 @@ of a distributed job only:
 * otherwise (a log file, a pipe, a batch scheduler's output) one log line at most every
   ``DEEPMOT_PROGRESS_SECONDS`` seconds (default 30) through the ``deepmot.progress`` logger,
   ``desc: n/total (p %) rate, elapsed, ETA``, and a last line when a loop that printed one ends.
-  Those lines reach an open run's console and ``log.txt`` (:mod:`deepmot.engine.run`); with no
+  Those lines reach an open run's console and ``log.txt`` (:mod:`deepmot.runtime.run`); with no
   logging configured at all they go to stderr.
 
 ``DEEPMOT_PROGRESS=bar|log|off`` overrides the choice (``off``: nothing at all).

@@ -115,7 +115,7 @@ def main_run(mode, world, dhn_run) -> dict:
     root = world["root"]
     cmd = [sys.executable, str(REPO / "train.py"), "--tracker", "siamrpn", "--data", str(root / "data"),
            "--config", str(REPO / "configs" / "deepmot_siamrpn_synthetic.yaml"),
-           "--dhn", str(dhn_run["dir"] / "dhn.pt"), "--name", f"main_{mode}",
+           "--dhn-weights", str(dhn_run["dir"] / "dhn.pt"), "--name", f"main_{mode}",
            *_sets([f"pretrain=[steps=2,batch_size=2,log_every=1,base_lr=1.0e-6,end_lr=1.0e-6,init={SHIPPED_SOT}]", "max_steps=2", "seq_len=3",
                    "num_repeats=1", "log_every=1", "threads=1", "device=cpu", f"runs_root={root / 'runs'}",
                    "validation.detections=[FRCNN]"])]
@@ -182,7 +182,7 @@ def test_dhn_run_writes_loadable_weights_and_curves(dhn_run):
     png = dhn_run["dir"] / "curves.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     log_txt = (dhn_run["dir"] / "log.txt").read_text()
-    assert f"wrote DHN weights (from best.pt; use with --dhn): {weights}" in log_txt
+    assert f"wrote DHN weights (from best.pt; use with --dhn-weights): {weights}" in log_txt
     assert re.search(r"score \d+\.\d{3} %", log_txt)                # percent, TrackEval's decimals
     files = _assert_named_once_and_readable(dhn_run["dir"])
     assert {"config.yaml", "log.txt", "metrics.csv", "last.pt", "best.pt", "dhn.pt", "curves.png"} <= {
@@ -281,8 +281,8 @@ def test_load_above_the_core_count_warns(monkeypatch):
 def test_run_log_collects_package_loggers_and_runs_inside_it(tmp_path, monkeypatch):
     import logging
 
-    from deepmot.engine import run as run_mod
-    from deepmot.engine.run import Run
+    from deepmot.runtime import run as run_mod
+    from deepmot.runtime.run import Run
 
     monkeypatch.setattr(run_mod, "_OPEN_RUNS", weakref.WeakSet())   # runs other tests left open do not count
 

@@ -20,7 +20,7 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from deepmot.engine.checkpoint import extract_state_dict
+from deepmot.runtime.checkpoint import extract_state_dict
 
 __all__ = ["DHNConfig", "DeepHungarianNet", "extract_state_dict", "WEIGHTS_DIR", "DEFAULT_WEIGHTS"]
 

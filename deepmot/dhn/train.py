@@ -8,7 +8,7 @@ ones) with RMSprop and a step decay from the initial rate
 held-out set, and writes checkpoints (``last.pt`` and ``best.pt``) that resume exactly. At the end
 it writes the run's usable outputs: ``dhn.pt`` (the best validated weights with their
 ``model_config``, small and ``weights_only``-loadable: :meth:`DeepHungarianNet.pretrained` and
-``train.py --tracker siamrpn --dhn`` take it) and ``curves.png`` (loss, validation in percent).
+``train.py --tracker siamrpn --dhn-weights`` take it) and ``curves.png`` (loss, validation in percent).
 Under ``torchrun`` (``WORLD_SIZE > 1``) it runs DistributedDataParallel (gloo on CPU, NCCL on
 GPU); each rank draws its own stream; rank 0 logs, validates and checkpoints.
 """
@@ -22,7 +22,6 @@ import time
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -30,11 +29,13 @@ from deepmot.config import ConfigError, config_to_dict, save_config
 from deepmot.dhn.data import DHNDataConfig, batch_stream, heldout_set
 from deepmot.dhn.metrics import BUCKET_NAMES, evaluate_model, format_table
 from deepmot.dhn.model import DeepHungarianNet, DHNConfig
-from deepmot.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from deepmot.engine.plots import plot_scalars
-from deepmot.engine.run import Run, find_latest_checkpoint
-from deepmot.engine.seed import seed_everything
 from deepmot.progress import progress
+from deepmot.runtime.checkpoint import load_checkpoint, resume_training, save_checkpoint, training_state
+from deepmot.runtime.distributed import any_rank, barrier, cleanup_distributed, init_distributed
+from deepmot.runtime.plots import plot_scalars
+from deepmot.runtime.preempt import PreemptionGuard
+from deepmot.runtime.run import Run
+from deepmot.runtime.seed import seed_everything
 
 __all__ = ["DHNTrainConfig", "weighted_focal_loss", "step_lr", "train_dhn", "export_weights"]
 
@@ -134,15 +135,8 @@ def _score(results: dict) -> float:
 
 def train_dhn(cfg: DHNTrainConfig, resume: str | os.PathLike | None = None) -> Path:
     """Train a DHN with ``cfg`` (or continue the run directory ``resume``); returns the run dir."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    distributed = world > 1
-    device = torch.device(cfg.device)
-    if distributed:
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-        if device.type == "cuda":
-            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-            torch.cuda.set_device(device)
+    info = init_distributed(cfg.device)
+    world, rank, device, distributed = info.world, info.rank, info.device, info.distributed
     torch.set_num_threads(max(1, cfg.num_threads))
     seed_everything(cfg.seed + rank)
 
@@ -163,14 +157,8 @@ def _train(cfg: DHNTrainConfig, run: Run, device: torch.device, resume: str | os
     opt = torch.optim.RMSprop(model.parameters(), lr=cfg.lr)
     step, best = 0, -math.inf
     if resume is not None:
-        ckpt_path = find_latest_checkpoint(run.dir)
-        if ckpt_path is None:
-            raise FileNotFoundError(f"--resume: no checkpoint in {run.dir / 'checkpoints'}")
-        ckpt = load_checkpoint(ckpt_path, map_location=device)
-        model.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
+        ckpt, ckpt_path = resume_training(run.dir, model, opt, map_location=device, required=True)
         step, best = int(ckpt["step"]), float(ckpt["best_score"])
-        set_rng_state(ckpt["rng"])
         log.info("resumed from %s at step %d (best score %.3f %%)", ckpt_path, step, 100 * best)
         if run.main:  # the config in force from now on (``--set`` overrides included)
             save_config(cfg, run.dir / "config.yaml")
@@ -182,9 +170,8 @@ def _train(cfg: DHNTrainConfig, run: Run, device: torch.device, resume: str | os
              n_params, world, step, cfg.steps)
 
     def save(name: str) -> None:
-        state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
-                 "best_score": best, "rng": rng_state(), "config": config_to_dict(cfg),
-                 "model_config": config_to_dict(cfg.model)}
+        state = training_state(model, opt, step=step, best_score=best, config=config_to_dict(cfg),
+                               model_config=config_to_dict(cfg.model))
         save_checkpoint(run.checkpoint_dir / name, state)
         run.wrote(run.checkpoint_dir / name, "checkpoint")
 
@@ -205,6 +192,7 @@ def _train(cfg: DHNTrainConfig, run: Run, device: torch.device, resume: str | os
     model.train()
     bar = progress(total=cfg.steps, initial=step, desc="DHN steps", unit="step")
     t_last, s_last, loss_acc, n_acc, mats = time.time(), step, 0.0, 0, 0
+    guard = PreemptionGuard().install()   # SIGTERM / SIGUSR1: checkpoint, clean exit, --resume
     while step < cfg.steps:
         batch = next(stream)
         lr = step_lr(cfg, step)
@@ -236,20 +224,32 @@ def _train(cfg: DHNTrainConfig, run: Run, device: torch.device, resume: str | os
             t_last, s_last, mats = time.time(), step, 0  # keep validation out of the speed
         if run.main and (step % cfg.checkpoint_every == 0 or step == cfg.steps):
             save("last.pt")
+        guard.check(lambda: _preempted(run, save, step), any_rank(guard.requested, device))
+    guard.restore()
     bar.close()
     if distributed:
-        dist.barrier()
-        dist.destroy_process_group()
+        barrier()
+        cleanup_distributed()
     log.info("done at step %d, best score %.3f %%", step, 100 * best)
     if run.main:
         source = run.checkpoint_dir / ("best.pt" if (run.checkpoint_dir / "best.pt").is_file() else "last.pt")
         export_weights(source, run.dir / "dhn.pt", note=f"from {source}")
-        run.wrote(run.dir / "dhn.pt", f"DHN weights (from {source.name}; use with --dhn)")
+        run.wrote(run.dir / "dhn.pt", f"DHN weights (from {source.name}; use with --dhn-weights)")
         curves = plot_scalars(run.dir / "curves.png", run.dir / "metrics.csv", {
             "training loss": ["train/loss"],
             "validation, exact assignments %": ["val/score", "val/dhn_row/all/exact", "val/baseline/all/exact"]})
         if curves is not None:
             run.wrote(curves, "curves")
+
+
+def _preempted(run: Run, save, step: int) -> None:
+    """Preemption: rank 0 writes ``last.pt`` at ``step``; every rank leaves the process group."""
+    if run.main:
+        save("last.pt")
+    run.logger.warning("preempted at step %d: checkpoint written, continue with --resume %s", step, run.dir)
+    run.close()
+    barrier()
+    cleanup_distributed()
 
 
 def export_weights(checkpoint: str | os.PathLike, out: str | os.PathLike, note: str = "") -> dict:

@@ -24,9 +24,10 @@ import torch
 from deepmot.boxes import box_iou, xywh_to_xyxy
 from deepmot.config import ConfigError, config_to_dict, load_config
 from deepmot.datasets.mot import gt_sequences, read_gt
-from deepmot.engine.checkpoint import atomic_write, load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from deepmot.engine.run import Run, find_latest_checkpoint
-from deepmot.engine.seed import seed_everything
+from deepmot.runtime.checkpoint import atomic_write, resume_training, save_checkpoint, training_state
+from deepmot.runtime.preempt import PreemptionGuard
+from deepmot.runtime.run import Run
+from deepmot.runtime.seed import seed_everything
 from deepmot.errors import MissingDataError
 from deepmot.progress import progress
 
@@ -123,23 +124,32 @@ def _train(cfg: PretrainConfig, resume: str | None, run: Run, model: SiamRPN, sa
     rng = np.random.default_rng(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     start = 0
-    if resume:
-        ckpt_path = find_latest_checkpoint(run.dir)
-        if ckpt_path is not None:
-            ck = load_checkpoint(ckpt_path)
-            model.load_state_dict(ck["model"])
-            opt.load_state_dict(ck["optimizer"])
-            start = int(ck["step"])
-            set_rng_state(ck["rng"])
-            rng.bit_generator.state = _np_state_from(ck["sampler_rng"])
-            gen.set_state(ck["generator"])
-            run.logger.info("resumed at step %d from %s", start, ckpt_path)
+    resumed = resume_training(run.dir, model, opt) if resume else None
+    if resumed is not None:
+        ck, ckpt_path = resumed
+        start = int(ck["step"])
+        rng.bit_generator.state = _np_state_from(ck["sampler_rng"])
+        gen.set_state(ck["generator"])
+        run.logger.info("resumed at step %d from %s", start, ckpt_path)
     run.logger.info("model %s (%d parameters), %d training tracks in %d sequences",
                     mcfg.name, sum(p.numel() for p in model.parameters()), len(sampler.tracks),
                     len(sampler.sequences))
     model.train()
     t0 = time.time()
     t_data = 0.0
+
+    def save(done: int) -> None:
+        save_checkpoint(run.checkpoint_dir / "last.pt", training_state(
+            model, opt, step=done, sampler_rng=_np_state_to(rng.bit_generator.state),
+            generator=gen.get_state(), config=config_to_dict(cfg), model_config=config_to_dict(mcfg)))
+        run.wrote(run.checkpoint_dir / "last.pt", "checkpoint")
+
+    def preempted(done: int) -> None:
+        save(done)
+        run.logger.warning("preempted at step %d: checkpoint written, continue with --resume %s", done, run.dir)
+        run.close()
+
+    guard = PreemptionGuard().install()   # SIGTERM / SIGUSR1: checkpoint, clean exit, --resume
     for step in progress(range(start, cfg.steps), total=cfg.steps, initial=start, desc="SOT pre-training",
                          unit="step"):
         for g in opt.param_groups:
@@ -166,12 +176,9 @@ def _train(cfg: PretrainConfig, resume: str | None, run: Run, model: SiamRPN, sa
                             step + 1, cfg.steps, loss.item(), cls_loss.item(), loc_loss.item(),
                             (time.time() - t0) / done, t_data / done)
         if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
-            save_checkpoint(run.checkpoint_dir / "last.pt", {
-                "model": model.state_dict(), "optimizer": opt.state_dict(), "step": step + 1,
-                "rng": rng_state(), "sampler_rng": _np_state_to(rng.bit_generator.state),
-                "generator": gen.get_state(), "config": config_to_dict(cfg),
-                "model_config": config_to_dict(mcfg)})
-            run.wrote(run.checkpoint_dir / "last.pt", "checkpoint")
+            save(step + 1)
+        guard.check(lambda: preempted(step + 1))
+    guard.restore()
     out = Path(cfg.out)
     atomic_write(out, lambda f: torch.save(model.state_dict(), f))
     run.wrote(out, "SOT weights")

@@ -17,8 +17,9 @@ import torch
 
 from deepmot.errors import DataFormatError
 from deepmot.fileio import atomic_write
+from deepmot.runtime.run import find_latest_checkpoint
 
-__all__ = ["save_checkpoint", "load_checkpoint", "extract_state_dict", "rng_state", "set_rng_state",
+__all__ = ["save_checkpoint", "load_checkpoint", "training_state", "resume_training", "extract_state_dict", "rng_state", "set_rng_state",
            "atomic_write"]
 
 
@@ -36,6 +37,34 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # corrupt file, or one holding arbitrary pickled objects
         raise ValueError(f"{path}: not a readable deepmot checkpoint ({type(e).__name__}: {e})") from None
+
+
+def training_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, **extra: Any) -> dict[str, Any]:
+    """The checkpoint of a training loop: ``model`` and ``optimizer`` state dicts, the global RNG
+    states (:func:`rng_state`) and the loop's own ``extra`` fields (step, best score, ...)."""
+    return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "rng": rng_state(), **extra}
+
+
+def resume_training(run_dir: str | os.PathLike, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                    map_location: str | torch.device = "cpu",
+                    required: bool = False) -> tuple[dict[str, Any], Path] | None:
+    """Continue from the newest checkpoint of ``run_dir`` (written with :func:`training_state`).
+
+    Loads the model and optimizer state, restores the global RNGs and returns ``(checkpoint,
+    path)`` so the loop can take its own fields; None when the run has no checkpoint yet (an
+    error instead when ``required``). The one resume path of the DHN, SOT pre-training and
+    DeepMOT loops.
+    """
+    path = find_latest_checkpoint(run_dir)
+    if path is None:
+        if required:
+            raise FileNotFoundError(f"--resume: no checkpoint in {Path(run_dir) / 'checkpoints'}")
+        return None
+    ck = load_checkpoint(path, map_location=map_location)
+    model.load_state_dict(ck["model"])
+    optimizer.load_state_dict(ck["optimizer"])
+    set_rng_state(ck["rng"])
+    return ck, path
 
 
 def extract_state_dict(obj: Any, source: str | None = None) -> dict[str, torch.Tensor]:
