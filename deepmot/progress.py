@@ -28,7 +28,9 @@ _MODES = ("bar", "log", "off")
 
 
 def is_main_process() -> bool:
-    """True on rank 0 of a ``torchrun`` job (or when not distributed)."""
+    """True on rank 0 of a ``torchrun`` or ``srun`` job (``RANK``, which
+    :func:`deepmot.runtime.distributed.init_distributed` exports from SLURM's variables), or when
+    not distributed."""
     return int(os.environ.get("RANK", "0")) == 0
 
 
