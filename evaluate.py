@@ -217,6 +217,11 @@ def _tracker_mode(args) -> int:
     save_config(cfg, out / "config.yaml")
     print(f"running {cfg.tracker} ({cfg.model}, weights {ckpt}) on {len(seqs)} sequence(s) of {root}/{folder}"
           + (f" [{frame_range}]" if frame_range else "") + f" -> {out}")
+    from deepmot.machine import describe, load_warning
+
+    print(describe(cfg.device))
+    if load_warning():
+        print(f"warning: {load_warning()}", file=sys.stderr)
     if parallel:
         print(f"tracking in {min(args.workers, len(seqs))} worker processes")
         build = functools.partial(build_mot_factory, cfg, str(ckpt))

@@ -7,7 +7,10 @@ optimises the weighted binary focal loss of DeepMOT (class weights ``w0 = n1/n``
 per matrix, gamma 2, times ``loss_scale``; ``class_balance`` < 1 moves the weights towards equal
 ones) with RMSprop and a step decay from the initial rate
 (``lr0 * gamma ** (step // every)``, not compounding), validates periodically on a fixed
-held-out set, and writes checkpoints (``last.pt`` and ``best.pt``) that resume exactly.
+held-out set, and writes checkpoints (``last.pt`` and ``best.pt``) that resume exactly. At the end
+it writes the run's usable outputs: ``dhn.pt`` (the best validated weights with their
+``model_config``, small and ``weights_only``-loadable: :meth:`DeepHungarianNet.pretrained` and
+``train.py --tracker siamrpn --dhn-weights`` take it) and ``curves.png`` (loss, validation in percent).
 Under ``torchrun`` (``WORLD_SIZE > 1``) it runs DistributedDataParallel (gloo on CPU, NCCL on
 GPU); each rank draws its own stream; rank 0 logs, validates and checkpoints.
 """
@@ -29,10 +32,12 @@ from deepmot.dhn.data import DHNDataConfig, heldout_set
 from deepmot.dhn.metrics import BUCKET_NAMES, evaluate_model, format_table
 from deepmot.dhn.model import DeepHungarianNet, DHNConfig
 from deepmot.dhn.tracking_data import TrackingPool, dataset_root, mixed_stream
+from deepmot.progress import progress
 from deepmot.runtime.checkpoint import load_checkpoint, resume_training, save_checkpoint, training_state
 from deepmot.runtime.distributed import any_rank, barrier, cleanup_distributed, init_distributed
+from deepmot.runtime.plots import plot_scalars
 from deepmot.runtime.preempt import PreemptionGuard
-from deepmot.runtime.run import Run, progress
+from deepmot.runtime.run import Run
 from deepmot.runtime.seed import seed_everything
 
 __all__ = ["DHNTrainConfig", "weighted_focal_loss", "step_lr", "train_dhn", "export_weights"]
@@ -151,7 +156,16 @@ def train_dhn(cfg: DHNTrainConfig, resume: str | os.PathLike | None = None) -> P
     torch.set_num_threads(max(1, cfg.num_threads))
     seed_everything(cfg.seed + rank)
 
-    run = Run.create(cfg.name, cfg, resume=resume)
+    run = Run.create(cfg.name, cfg, resume=resume, device=device)
+    try:
+        _train(cfg, run, device, resume, distributed, rank, world)
+    finally:
+        run.close()
+    return run.dir
+
+
+def _train(cfg: DHNTrainConfig, run: Run, device: torch.device, resume: str | os.PathLike | None,
+           distributed: bool, rank: int, world: int) -> None:
     log = run.logger
     model = DeepHungarianNet.from_config(cfg.model)
     model.reset_parameters_deepmot()
@@ -163,7 +177,7 @@ def train_dhn(cfg: DHNTrainConfig, resume: str | os.PathLike | None = None) -> P
     if resume is not None:
         ckpt, ckpt_path = resume_training(run.dir, model, opt, map_location=device, required=True)
         step, best = int(ckpt["step"]), float(ckpt["best_score"])
-        log.info("resumed from %s at step %d (best score %.4f)", ckpt_path, step, best)
+        log.info("resumed from %s at step %d (best score %.3f %%)", ckpt_path, step, 100 * best)
         if run.main:  # the config in force from now on (``--set`` overrides included)
             save_config(cfg, run.dir / "config.yaml")
     net = torch.nn.parallel.DistributedDataParallel(model) if distributed else model
@@ -181,6 +195,7 @@ def train_dhn(cfg: DHNTrainConfig, resume: str | os.PathLike | None = None) -> P
         state = training_state(model, opt, step=step, best_score=best, config=config_to_dict(cfg),
                                model_config=config_to_dict(cfg.model))
         save_checkpoint(run.checkpoint_dir / name, state)
+        run.wrote(run.checkpoint_dir / name, "checkpoint")
 
     def validate() -> None:
         nonlocal best
@@ -191,19 +206,19 @@ def train_dhn(cfg: DHNTrainConfig, resume: str | os.PathLike | None = None) -> P
         if track_val:
             exact = evaluate_model(model, track_val, cfg.val_threshold)["dhn_row"]["all"]["exact"]
             extra = {"val/tracking/exact": exact, "val/random/score": score}
-            log.info("step %d tracking validation: %d matrices, exact %.4f", step, len(track_val), exact)
+            log.info("step %d tracking validation: %d matrices, exact %.3f %%", step, len(track_val), 100 * exact)
             score = 0.5 * (score + exact)
         run.log_scalars(step, {**_flat_metrics(results), **extra, "val/score": score})
-        log.info("step %d validation (%.1fs), score %.4f\n%s", step, time.time() - t0, score,
+        log.info("step %d validation (%.1fs), score %.3f %%\n%s", step, time.time() - t0, 100 * score,
                  format_table(results, cfg.val_threshold))
         if score > best:
             best = score
             save("best.pt")
-            log.info("new best %.4f saved", best)
+            log.info("new best score %.3f %% (checkpoints/best.pt)", 100 * best)
 
     stream = mixed_stream(cfg.seed, rank, step, cfg.data, pool, cfg.tracking_share, _max_size_at(cfg))
     model.train()
-    bar = progress(total=cfg.steps, initial=step, desc="dhn")
+    bar = progress(total=cfg.steps, initial=step, desc="DHN steps", unit="step")
     t_last, s_last, loss_acc, n_acc, mats = time.time(), step, 0.0, 0, 0
     guard = PreemptionGuard().install()   # SIGTERM / SIGUSR1: checkpoint, clean exit, --resume
     while step < cfg.steps:
@@ -243,9 +258,16 @@ def train_dhn(cfg: DHNTrainConfig, resume: str | os.PathLike | None = None) -> P
     if distributed:
         barrier()
         cleanup_distributed()
-    log.info("done at step %d, best score %.4f", step, best)
-    run.close()
-    return run.dir
+    log.info("done at step %d, best score %.3f %%", step, 100 * best)
+    if run.main:
+        source = run.checkpoint_dir / ("best.pt" if (run.checkpoint_dir / "best.pt").is_file() else "last.pt")
+        export_weights(source, run.dir / "dhn.pt", note=f"from {source}")
+        run.wrote(run.dir / "dhn.pt", f"DHN weights (from {source.name}; use with --dhn-weights)")
+        curves = plot_scalars(run.dir / "curves.png", run.dir / "metrics.csv", {
+            "training loss": ["train/loss"],
+            "validation, exact assignments %": ["val/score", "val/dhn_row/all/exact", "val/baseline/all/exact"]})
+        if curves is not None:
+            run.wrote(curves, "curves")
 
 
 def _preempted(run: Run, save, step: int) -> None:

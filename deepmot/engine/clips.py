@@ -13,6 +13,7 @@ the same whichever rank (or single process) runs it. The tracker applies them (f
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +24,8 @@ from torch import Tensor
 from deepmot.criterion import IdentityMemory
 from deepmot.engine.protocol import StepOutput, TrainTracks
 
-__all__ = ["Clip", "ClipTracks", "cut_clips", "epoch_order", "shard", "clip_generator", "frame_gt"]
+__all__ = ["Clip", "ClipTracks", "cut_clips", "expected_steps", "epoch_order", "shard", "clip_generator",
+           "frame_gt"]
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,15 @@ def cut_clips(ranges: list[tuple[int, int]], seq_len: int, min_len: int = 2) -> 
             if e - s + 1 >= min(min_len, seq_len):
                 clips.append(Clip(i, s, e))
     return clips
+
+
+def expected_steps(clips: list[Clip], epochs: int, clips_per_step: int, num_repeats: int,
+                   max_steps: int | None = None) -> int:
+    """Optimiser steps a fine-tuning run will take (``max_steps``, or an estimate from the epochs,
+    clips and repeats: frames without GT or tracks take none); for the progress ETA."""
+    frames = sum(len(c) - 1 for c in clips) / clips_per_step
+    est = math.ceil(epochs * frames * num_repeats)
+    return min(est, max_steps) if max_steps is not None else est
 
 
 def epoch_order(num_clips: int, seed: int, epoch: int, shuffle: bool = True) -> list[int]:

@@ -40,9 +40,11 @@ from torch import Tensor, nn
 from deepmot.config import config_to_dict
 from deepmot.criterion import DeepMOTLoss
 from deepmot.datasets import Sequence, discover_sequences
-from deepmot.engine.clips import ClipTracks, clip_generator, cut_clips, epoch_order, shard
+from deepmot.engine.clips import ClipTracks, clip_generator, cut_clips, epoch_order, expected_steps, shard
 from deepmot.engine.deepmot_config import AugmentConfig, DeepMOTTrainConfig, ValidationConfig
 from deepmot.engine.protocol import StepOutput, TrainableTracker, TrainContext
+from deepmot.evaluation.report import PERCENT_FIELDS, format_metric
+from deepmot.progress import progress
 from deepmot.runtime.checkpoint import atomic_write, resume_training, save_checkpoint, training_state
 from deepmot.runtime.distributed import (DistInfo, all_reduce_gradients, all_reduce_sum, any_rank, barrier,
                                         broadcast_object, broadcast_parameters, cleanup_distributed,
@@ -145,6 +147,7 @@ class DeepMOTTrainer:
         """Write a checkpoint (rank 0 only)."""
         if self.dist.main:
             save_checkpoint(self.run.checkpoint_dir / name, self.state_dict())
+            self.run.wrote(self.run.checkpoint_dir / name, "checkpoint")
 
     # ------------------------------------------------------------- evaluation
     def default_evaluate(self, model: nn.Module, step: int) -> dict:
@@ -160,7 +163,8 @@ class DeepMOTTrainer:
             seqs = seqs[:v.max_sequences]
         out_dir = self.run.dir / "eval" / f"step{step:07d}"
         frames = None if v.frames == "full" else v.frames
-        return evaluate_tracker(self.tracker.sequence_factory(v.mot), seqs, out_dir, frame_range=frames)
+        return evaluate_tracker(self.tracker.sequence_factory(v.mot), seqs, out_dir, frame_range=frames,
+                                show_progress=True)
 
     def evaluate(self) -> dict:
         """Validate now (rank 0), log, keep the best checkpoint; returns the metrics."""
@@ -175,13 +179,14 @@ class DeepMOTTrainer:
             self.model.train(was_training)
             self.run.log_scalars(self.step, {f"val/{k}": v for k, v in metrics.items()})
             shown = [k for k in ("MOTA", "IDF1", "HOTA", "MOTP", "IDSW", "FP", "FN") if k in metrics]
-            self.run.logger.info("eval @ step %d (%.0fs): %s", self.step, time.time() - t0,
-                                 ", ".join(f"{k} {metrics[k]:.4g}" for k in shown or metrics))
+            self.run.logger.info("eval @ step %d (%.0fs, ratios in %%): %s", self.step, time.time() - t0,
+                                 ", ".join(f"{k} {format_metric(k, metrics[k])}" for k in shown or metrics))
             self.history.append({"step": self.step, **metrics})
             value = metrics.get(self.cfg.best_metric)
             if value is not None and math.isfinite(value) and (self.best is None or value > self.best):
                 self.best = value
                 save_checkpoint(self.run.checkpoint_dir / "best.pt", self.state_dict())
+                self.run.wrote(self.run.checkpoint_dir / "best.pt", f"best checkpoint (by {self.cfg.best_metric})")
         self.last_eval_step = self.step
         barrier()
         return metrics
@@ -298,6 +303,8 @@ class DeepMOTTrainer:
             self.evaluate()
         t0, steps0 = time.time(), self.step
         acc: dict[str, float] = {}
+        total = expected_steps(self.clips, cfg.epochs, cfg.clips_per_step, cfg.num_repeats, cfg.max_steps)
+        bar = progress(total=total, initial=self.step, desc="DeepMOT steps", unit="step")
         guard = PreemptionGuard().install()   # SIGTERM / SIGUSR1: checkpoint, clean exit, --resume
         while self.epoch < cfg.epochs and not self._stop() and not self.finished:
             order = epoch_order(len(self.clips), cfg.seed, self.epoch)
@@ -310,12 +317,14 @@ class DeepMOTTrainer:
                     before = self.step
                     for k, v in self._frame_step(clips).items():
                         acc[k] = acc.get(k, 0.0) + v
+                    bar.update(self.step - before)
                     if self.step // cfg.log_every > before // cfg.log_every and acc.get("clips"):
                         n = acc.pop("clips")
                         scalars = {f"train/{k}": v / n for k, v in acc.items()}
                         self.run.log_scalars(self.step, scalars)
                         log.info("epoch %d step %d: %s (%.2fs/step)", self.epoch, self.step,
-                                 ", ".join(f"{k.split('/', 1)[1]} {v:.4g}" for k, v in scalars.items()),
+                                 ", ".join(f"{k.split('/', 1)[1]} {100 * v:.3f} %" if k == "train/dhn_exact"
+                                           else f"{k.split('/', 1)[1]} {v:.4g}" for k, v in scalars.items()),
                                  (time.time() - t0) / max(self.step - steps0, 1))
                         acc = {}
                     if self._stop():
@@ -332,6 +341,7 @@ class DeepMOTTrainer:
                 self.epoch += 1
                 self.batch = 0
         guard.restore()
+        bar.close()
         if not self.finished:
             self.finished = True
             if cfg.eval_after and self.last_eval_step != self.step:
@@ -353,10 +363,11 @@ def run(cfg: DeepMOTTrainConfig, build: TrainableBuilder, resume: str | None = N
     from deepmot.datasets import resolve_data_root
 
     dist_info = init_distributed(cfg.device)
+    run_obj = None
     try:
         torch.set_num_threads(cfg.threads)
         seed_everything(cfg.seed)
-        run_obj = Run.create(cfg.name, cfg, root=cfg.runs_root, resume=resume)
+        run_obj = Run.create(cfg.name, cfg, root=cfg.runs_root, resume=resume, device=dist_info.device)
         run_obj.dir = Path(broadcast_object(str(run_obj.dir)))       # rank 0's directory
         run_obj.checkpoint_dir = run_obj.dir / "checkpoints"
         data_root = resolve_data_root(cfg.data, log=run_obj.logger.info) if dist_info.main else None
@@ -382,11 +393,15 @@ def run(cfg: DeepMOTTrainConfig, build: TrainableBuilder, resume: str | None = N
             b, a = result["before"], result["after"]
             for key in ("MOTA", "IDF1", "HOTA", "IDSW"):
                 if key in b or key in a:
-                    run_obj.logger.info("%-5s before %8.4g  after %8.4g", key, b.get(key, float("nan")),
-                                        a.get(key, float("nan")))
-            run_obj.logger.info("weights: %s%s", final, f"; curves: {plot}" if plot else "")
+                    run_obj.logger.info("%-5s before %8s  after %8s%s", key, format_metric(key, b.get(key)),
+                                        format_metric(key, a.get(key)), " %" if key in PERCENT_FIELDS else "")
+            run_obj.wrote(final, "fine-tuned weights")
+            if plot:
+                run_obj.wrote(plot, "curves")
         run_obj.close()
         result["run_dir"] = str(run_obj.dir)
         return result
     finally:
+        if run_obj is not None:
+            run_obj.close()  # also after an error: a later run in this process logs only to its own files
         cleanup_distributed()

@@ -30,8 +30,8 @@ import torch
 from deepmot.datasets.mot import SeqInfo, read_seqinfo, write_results
 from deepmot.datasets.sequence import Sequence, resolve_frame_range
 from deepmot.engine.protocol import SequenceFactory
-from deepmot.runtime.run import progress
 from deepmot.evaluation import MODES, Conventions, Evaluation, SequenceTask, evaluate_tasks
+from deepmot.progress import progress
 
 __all__ = ["SequenceTiming", "InferenceOutput", "open_sequences", "run_inference", "run_inference_parallel",
            "default_worker_threads", "evaluate_results", "evaluate_tracker", "format_timing", "write_speed"]
@@ -109,7 +109,8 @@ def _run(factory: Callable[[Any], Any], sequences: Iterable[Any], out_dir: Path,
          show_progress: bool) -> InferenceOutput:
     out_dir.mkdir(parents=True, exist_ok=True)
     result = InferenceOutput(frame_range=frame_range)
-    for seq in open_sequences(sequences, frame_range):
+    for seq in progress(open_sequences(sequences, frame_range), desc="tracking", unit="seq",
+                        disable=not show_progress):
         path, timing, n_tracks = _track_sequence(factory, seq, out_dir, show_progress)
         result.paths[seq.name] = path
         result.timing[seq.name] = timing
@@ -125,7 +126,8 @@ def _track_sequence(factory: Callable[[Any], Any], seq: Sequence, out_dir: Path,
     t_start = time.perf_counter()
     io = 0.0
     with torch.no_grad():
-        for i in progress(range(len(seq)), desc=seq.name, leave=False, disable=not show_progress):
+        for i in progress(range(len(seq)), desc=f"tracking {seq.name}", unit="frame", leave=False,
+                          disable=not show_progress):
             t0 = time.perf_counter()
             frame = seq[i]
             io += time.perf_counter() - t0
@@ -141,7 +143,7 @@ def _track_sequence(factory: Callable[[Any], Any], seq: Sequence, out_dir: Path,
 
 def _log_sequence(name: str, t: SequenceTiming, n_tracks: int, path: Path) -> None:
     log.info(f"{name}: {t.frames} frames, {n_tracks} tracks, {t.fps:.1f} frames/s "
-             f"(SOT {t.sot:.2f} s, association {t.assoc:.2f} s, images {t.io:.2f} s) -> {path}")
+             f"(SOT {t.sot:.2f} s, association {t.assoc:.2f} s, images {t.io:.2f} s) -> {Path(path).absolute()}")
 
 
 # --------------------------------------------------------------------------- parallel inference
@@ -193,7 +195,7 @@ def run_inference_parallel(build: Callable[[], Any], sequences: Iterable[Any], o
     ctx = mp.get_context("spawn")  # no fork after torch started its thread pools (or CUDA)
     with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(build, threads)) as pool:
         futures = [pool.submit(_worker_track, info, frame_range, out_dir) for info in infos]
-        for fut in progress(futures, desc="sequences", disable=not show_progress):
+        for fut in progress(futures, desc="tracking", unit="seq", disable=not show_progress):
             name, path, timing, n_tracks = fut.result()
             result.paths[name] = path
             result.timing[name] = timing
@@ -233,7 +235,7 @@ def format_timing(out: InferenceOutput) -> str:
 
 def evaluate_tracker(factory: SequenceFactory, sequences: Iterable[Any], out_dir: str | Path = "results", *,
                      frame_range: Any = None, protocol: str = "mot17", conv: Conventions = MODES["official"],
-                     hota: bool = True, show_progress: bool = False) -> dict:
+                     hota: bool = True, show_progress: bool = True) -> dict:
     """Run :func:`run_inference` then :func:`evaluate_results`; returns the COMBINED metrics as a
     flat dict (``MOTA``, ``IDF1``, ``HOTA``, ``IDSW``, ``FP``, ``FN``... as fractions/counts) plus
     ``FPS`` (tracker frames/s), ``sot_seconds``, ``assoc_seconds``, ``frames`` and ``errors``

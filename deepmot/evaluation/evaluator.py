@@ -31,6 +31,7 @@ from deepmot.evaluation.clear import FRAG_RULES, MT_RULES, clear_counts, clear_f
 from deepmot.evaluation.hota import hota_combine, hota_sequence, hota_summary
 from deepmot.evaluation.identity import identity_counts, identity_final
 from deepmot.evaluation.protocol import PROTOCOLS, Protocol, SequenceData, preprocess
+from deepmot.progress import progress
 
 __all__ = [
     "Conventions",
@@ -243,9 +244,9 @@ def evaluate_tasks(tasks: list[SequenceTask], protocol: Protocol | str = "mot17"
         ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
         with ProcessPoolExecutor(min(workers, len(tasks)), mp_context=ctx) as pool:
             futures = [pool.submit(evaluate_task, t, protocol, conv, hota) for t in tasks]
-            results = [f.result() for f in futures]
+            results = [f.result() for f in progress(futures, desc="scoring", unit="seq")]
     else:
-        results = [evaluate_task(t, protocol, conv, hota) for t in tasks]
+        results = [evaluate_task(t, protocol, conv, hota) for t in progress(tasks, desc="scoring", unit="seq")]
     sequences, combined = summarize([r for r in results if r.error is None], conv, hota)
     return Evaluation(
         sequences=sequences,

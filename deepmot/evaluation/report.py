@@ -14,7 +14,7 @@ from pathlib import Path
 
 from deepmot.fileio import atomic_write_text
 
-__all__ = ["TABLES", "format_table", "format_report", "write_summary"]
+__all__ = ["TABLES", "PERCENT_FIELDS", "format_metric", "format_table", "format_report", "write_summary"]
 
 #: Printed tables: title -> columns. Integers print as integers, ratios as percent.
 TABLES = {
@@ -25,6 +25,22 @@ TABLES = {
 }
 _INT_FIELDS = {"TP", "FN", "FP", "IDSW", "MT", "PT", "ML", "Frag", "IDTP", "IDFN", "IDFP", "Dets", "GT_Dets",
                "IDs", "GT_IDs", "Removed", "Frames", "IDt", "IDa", "IDm"}
+
+
+#: ratios printed as percent (3 decimals, TrackEval's tables); stored as fractions in CSV/JSON
+PERCENT_FIELDS = {c for cols in TABLES.values() for c in cols} - _INT_FIELDS
+
+
+def format_metric(key: str, value) -> str:
+    """How a person reads metric ``key``: ratios (:data:`PERCENT_FIELDS`) in percent with 3
+    decimals (``0.60351 -> "60.351"``), counts as integers, anything else with 4 significant digits."""
+    if value is None:
+        return "-"
+    if key in PERCENT_FIELDS:
+        return f"{100 * float(value):.3f}"
+    if key in _INT_FIELDS:
+        return str(int(value))
+    return f"{float(value):.4g}"
 
 
 def _cell(key: str, value) -> str:

@@ -69,7 +69,7 @@ def dist_env() -> tuple[int, int, int]:
     ``SLURM_NTASKS`` / ``SLURM_LOCALID`` (a job step started by ``srun``), in which case the
     torchrun variables (and ``MASTER_ADDR`` from ``SLURM_NODELIST``, ``MASTER_PORT`` 29500 unless
     set) are exported so that ``torch.distributed``'s ``env://`` set-up and
-    :func:`~deepmot.runtime.run.is_main_process` see the same job; else ``(0, 1, 0)``.
+    :func:`~deepmot.progress.is_main_process` see the same job; else ``(0, 1, 0)``.
     """
     env = os.environ
     if "RANK" not in env and "SLURM_PROCID" in env and "SLURM_NTASKS" in env:

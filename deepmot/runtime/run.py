@@ -4,6 +4,11 @@ A run lives in ``runs/<name>/<YYYYmmdd-HHMMSS>/`` and holds ``config.yaml`` (the
 config), ``log.txt`` (everything logged), ``metrics.csv`` (every scalar, long format:
 ``step,key,value``), TensorBoard event files (when ``tensorboard`` is importable) and
 ``checkpoints/``. Resuming reopens the same directory and appends.
+
+While a run is open, everything the ``deepmot`` and ``trackers`` packages log (the run's own lines,
+module loggers such as inference, periodic progress lines, a run started inside it such as the SOT
+pre-training of the main job) goes to the console and to its ``log.txt``; every file the run writes
+is named there once, with its absolute path (:meth:`Run.wrote`).
 """
 
 from __future__ import annotations
@@ -11,27 +16,22 @@ from __future__ import annotations
 import csv
 import logging
 import os
+import re
 import sys
 import time
+import weakref
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Mapping
 
 from deepmot.config import save_config
+from deepmot.progress import ConsoleHandler, is_main_process, progress
 
 __all__ = ["Run", "progress", "find_latest_checkpoint", "is_main_process"]
 
-
-def is_main_process() -> bool:
-    """True on rank 0 of a ``torchrun`` job (or when not distributed)."""
-    return int(os.environ.get("RANK", "0")) == 0
-
-
-def progress(iterable: Iterable | None = None, **kwargs):
-    """A tqdm progress bar, silent when stderr is not a TTY or on ranks other than 0."""
-    from tqdm.auto import tqdm
-
-    disable = kwargs.pop("disable", False) or not sys.stderr.isatty() or not is_main_process()
-    return tqdm(iterable, disable=disable, dynamic_ncols=True, **kwargs)
+#: package loggers whose records an open run writes to its console and log.txt
+_PACKAGES = ("deepmot", "trackers")
+_OPEN_RUNS: "weakref.WeakSet[Run]" = weakref.WeakSet()  # a run dropped without close() stops logging
+_WROTE = re.compile(r" wrote [^:]*: (\S+)$")
 
 
 def find_latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
@@ -51,14 +51,18 @@ class Run:
     the logger only prints warnings and :meth:`log_scalars` is a no-op.
     """
 
-    def __init__(self, run_dir: Path, logger: logging.Logger, main: bool):
+    def __init__(self, run_dir: Path, logger: logging.Logger, main: bool,
+                 file_handler: logging.Handler | None = None):
         self.dir = run_dir
         self.checkpoint_dir = run_dir / "checkpoints"
         self.logger = logger
         self.main = main
+        self._file_handler = file_handler
+        self._named: set[str] = set()
         self._csv_file = None
         self._csv = None
         self._tb = None
+        _OPEN_RUNS.add(self)
         if main:
             self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
             new = not (run_dir / "metrics.csv").exists()
@@ -75,19 +79,24 @@ class Run:
 
     @classmethod
     def create(cls, name: str, cfg: Any = None, root: str | os.PathLike = "runs",
-               resume: str | os.PathLike | None = None) -> "Run":
+               resume: str | os.PathLike | None = None,
+               device: Any = None) -> "Run":
         """Start a new run under ``root/name/<time>/`` or reopen ``resume`` (a run directory).
 
         Saves ``cfg`` (a dataclass) as ``config.yaml`` in a new run. Logging goes to the console
-        and to ``log.txt``.
+        and to ``log.txt``; the first lines say the device (``device``: a ``torch.device`` or its
+        name, ``"auto"``/None = CUDA when available, else CPU), torch's
+        thread count, the cores and the load average, with a warning when the load exceeds the
+        cores. The directory is absolute.
         """
         main = is_main_process()
         if resume is not None:
-            run_dir = Path(resume)
+            run_dir = Path(resume).absolute()
             if not run_dir.is_dir():
                 raise FileNotFoundError(f"--resume: run directory not found: {run_dir}")
         else:
             stamp = time.strftime("%Y%m%d-%H%M%S")
+            root = Path(root).absolute()
             run_dir = Path(root) / name / stamp
             if main:
                 # mkdir itself is the test for a free name, so two runs started in the same second
@@ -103,10 +112,42 @@ class Run:
                         k += 1
                 if cfg is not None:
                     save_config(cfg, run_dir / "config.yaml")
-        logger = _make_logger(name, run_dir if main else None, main)
-        run = cls(run_dir, logger, main)
+        logger, fh = _make_logger(name, run_dir if main else None, main)
+        run = cls(run_dir, logger, main, fh)
         logger.info("%s run directory: %s", "resuming" if resume else "new", run_dir)
+        if main:
+            from deepmot.machine import describe, load_warning
+
+            if resume is not None:  # files named in earlier sessions of this run stay named
+                log_txt = (run_dir / "log.txt").read_text(errors="replace").splitlines()
+                run._named.update(m.group(1) for m in map(_WROTE.search, log_txt) if m)
+            for what, path in (("config", run_dir / "config.yaml"), ("log", run_dir / "log.txt"),
+                               ("scalars", run_dir / "metrics.csv"), ("TensorBoard events", run._tb_file())):
+                if path is not None and path.is_file():
+                    run.wrote(path, what)
+            logger.info("%s", describe(device))
+            busy = load_warning()
+            if busy:
+                logger.warning("%s", busy)
         return run
+
+    def wrote(self, path: str | os.PathLike, what: str = "file") -> None:
+        """Log ``wrote <what>: <absolute path>`` the first time this run names ``path``
+        (later writes of the same file, e.g. a checkpoint, stay quiet)."""
+        full = str(Path(path).absolute())
+        if self.main and full not in self._named:
+            self._named.add(full)
+            self.logger.info("wrote %s: %s", what, full)
+
+    def _tb_file(self) -> Path | None:
+        """The TensorBoard event file this run's writer opened (None without TensorBoard)."""
+        if self._tb is None:
+            return None
+        try:
+            return Path(self._tb._get_file_writer().event_writer._file_name)
+        except AttributeError:  # another tensorboard version: the newest event file
+            files = sorted(self.dir.glob("events.out.tfevents.*"), key=lambda p: p.stat().st_mtime)
+            return files[-1] if files else None
 
     def log_scalars(self, step: int, scalars: Mapping[str, float]) -> None:
         """Append ``scalars`` at ``step`` to metrics.csv and TensorBoard (rank 0 only)."""
@@ -128,10 +169,25 @@ class Run:
         if self._tb is not None:
             self._tb.close()
             self._tb = None
-        for h in list(self.logger.handlers):
-            if isinstance(h, logging.FileHandler):
-                h.close()
-                self.logger.removeHandler(h)
+        _OPEN_RUNS.discard(self)
+        if self._file_handler is not None:
+            for pkg in _PACKAGES:
+                logging.getLogger(pkg).removeHandler(self._file_handler)
+            self._file_handler.close()
+            self._file_handler = None
+        if not _OPEN_RUNS:  # the last open run: the packages log as before
+            for pkg in _PACKAGES:
+                pkg_logger = logging.getLogger(pkg)
+                pkg_logger.setLevel(logging.NOTSET)
+                for h in list(pkg_logger.handlers):
+                    if getattr(h, "_deepmot_console", False):
+                        pkg_logger.removeHandler(h)
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # interpreter shutdown: logging may be gone already
+            pass
 
     def __enter__(self) -> "Run":
         return self
@@ -140,19 +196,32 @@ class Run:
         self.close()
 
 
-def _make_logger(name: str, run_dir: Path | None, main: bool) -> logging.Logger:
+def _make_logger(name: str, run_dir: Path | None,
+                 main: bool) -> tuple[logging.Logger, logging.Handler | None]:
+    """The run's logger (it propagates to the package loggers) and the ``log.txt`` handler added
+    to the ``deepmot`` and ``trackers`` package loggers, beside one console handler shared by all
+    open runs (a run inside a run writes to both log files and once to the console)."""
     logger = logging.getLogger(f"deepmot.run.{name}")
-    logger.setLevel(logging.INFO if main else logging.WARNING)
-    logger.propagate = False
+    logger.setLevel(logging.NOTSET)
+    logger.propagate = True
     for h in list(logger.handlers):
         h.close()
         logger.removeHandler(h)
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S")
-    console = logging.StreamHandler(sys.stderr)
-    console.setFormatter(fmt)
-    logger.addHandler(console)
+    fh = None
     if run_dir is not None:
         fh = logging.FileHandler(run_dir / "log.txt")
         fh.setFormatter(fmt)
-        logger.addHandler(fh)
-    return logger
+    for pkg in _PACKAGES:
+        pkg_logger = logging.getLogger(pkg)
+        pkg_logger.setLevel(logging.INFO if main else logging.WARNING)
+        for h in list(pkg_logger.handlers):  # one console handler, on today's stderr
+            if getattr(h, "_deepmot_console", False):
+                pkg_logger.removeHandler(h)
+        console = ConsoleHandler(sys.stderr)
+        console.setFormatter(fmt)
+        console._deepmot_console = True  # type: ignore[attr-defined]
+        pkg_logger.addHandler(console)
+        if fh is not None:
+            pkg_logger.addHandler(fh)
+    return logger, fh

@@ -39,7 +39,7 @@ def evaluate_main(checkpoint, root: Path, folder: str, frame_range: str | None, 
     import torch
 
     from deepmot.config import ConfigError
-    from deepmot.runtime.run import progress
+    from deepmot.progress import progress
     from deepmot.errors import DataFormatError, MissingDataError
     from trackers.detection.data import FrameSet
     from trackers.detection.evaluate import coco_metrics, detect_frames, write_private_detections

@@ -22,7 +22,8 @@ import torch
 
 from deepmot.config import ConfigError, config_to_dict, load_config, save_config
 from deepmot.runtime.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from deepmot.runtime.run import Run, find_latest_checkpoint, progress
+from deepmot.progress import progress
+from deepmot.runtime.run import Run, find_latest_checkpoint
 from deepmot.runtime.seed import seed_everything
 from trackers.detection.data import DataConfig, FrameSet, flip
 from trackers.detection.evaluate import coco_metrics, detect_frames

@@ -29,6 +29,7 @@ from deepmot.runtime.preempt import PreemptionGuard
 from deepmot.runtime.run import Run
 from deepmot.runtime.seed import seed_everything
 from deepmot.errors import MissingDataError
+from deepmot.progress import progress
 
 from .checkpoint import load_pysot_checkpoint
 from .model import SiamRPN, build_siamrpn
@@ -103,7 +104,16 @@ def pretrain(cfg: PretrainConfig, resume: str | None = None) -> tuple[SiamRPN, P
     sampler = PairSampler(cfg.data, mcfg, cfg.split, min_vis=cfg.min_vis, exclude=cfg.exclude,
                           hard_negatives=cfg.hard_negatives)
     opt = _optimizer(cfg, model)
-    run = Run.create("siamrpn_pretrain", cfg, root=cfg.runs_root, resume=resume)
+    run = Run.create("siamrpn_pretrain", cfg, root=cfg.runs_root, resume=resume, device="cpu")
+    try:
+        return _train(cfg, resume, run, model, sampler, opt)
+    finally:
+        run.close()
+
+
+def _train(cfg: PretrainConfig, resume: str | None, run: Run, model: SiamRPN, sampler: PairSampler,
+           opt: torch.optim.Optimizer) -> tuple[SiamRPN, Path]:
+    mcfg = model.cfg
     if cfg.drift > 0:  # mined with the starting weights, before a resume loads its checkpoint
         t = time.time()
         records = mine_drift(model, cfg.data, cfg.split, TrackParams.from_config(mcfg, **cfg.drift_track),
@@ -132,6 +142,7 @@ def pretrain(cfg: PretrainConfig, resume: str | None = None) -> tuple[SiamRPN, P
         save_checkpoint(run.checkpoint_dir / "last.pt", training_state(
             model, opt, step=done, sampler_rng=_np_state_to(rng.bit_generator.state),
             generator=gen.get_state(), config=config_to_dict(cfg), model_config=config_to_dict(mcfg)))
+        run.wrote(run.checkpoint_dir / "last.pt", "checkpoint")
 
     def preempted(done: int) -> None:
         save(done)
@@ -139,7 +150,8 @@ def pretrain(cfg: PretrainConfig, resume: str | None = None) -> tuple[SiamRPN, P
         run.close()
 
     guard = PreemptionGuard().install()   # SIGTERM / SIGUSR1: checkpoint, clean exit, --resume
-    for step in range(start, cfg.steps):
+    for step in progress(range(start, cfg.steps), total=cfg.steps, initial=start, desc="SOT pre-training",
+                         unit="step"):
         for g in opt.param_groups:
             g["lr"] = _lr(cfg, step)
         td = time.perf_counter()
@@ -169,8 +181,7 @@ def pretrain(cfg: PretrainConfig, resume: str | None = None) -> tuple[SiamRPN, P
     guard.restore()
     out = Path(cfg.out)
     atomic_write(out, lambda f: torch.save(model.state_dict(), f))
-    run.logger.info("wrote weights %s", out)
-    run.close()
+    run.wrote(out, "SOT weights")
     return model.eval(), run.dir
 
 
@@ -212,7 +223,8 @@ def evaluate_sot(model: SiamRPN, root: str | Path, split: str = "test", iou_thre
     config). Returns ``{"success", "frames", "tracks", "mean_iou"}``."""
     model.eval()
     totals = np.zeros(4)                     # hits, frames, tracks, sum of IoU
-    for base, info in gt_sequences(root, split, only=sequences):
+    for base, info in progress(list(gt_sequences(root, split, only=sequences)), desc=f"SOT evaluation ({split})",
+                               unit="seq"):
         left = None if max_tracks is None else max(0, max_tracks - int(totals[2]))
         counts = _track_sequence(model, info, iou_threshold, left, params)
         totals += counts
@@ -229,7 +241,7 @@ def mine_drift(model: SiamRPN, root: str | Path, split: str = "train", params: T
     frame) for each frame where the box has IoU <= ``iou_threshold`` with the GT while the GT
     centre is still inside the search window, i.e. where the network picked something else."""
     out: list[DriftRecord] = []
-    for base, info in gt_sequences(root, split, exclude):
+    for base, info in progress(list(gt_sequences(root, split, exclude)), desc="drift mining", unit="seq"):
         _track_sequence(model, info, iou_threshold, None, params, record=(base, out))
     return out
 
@@ -341,10 +353,10 @@ def main(argv: list[str] | None = None) -> int:
     res = evaluate_sot(model, cfg.data, cfg.eval_split, max_tracks=cfg.eval_max_tracks,
                        sequences=cfg.eval_sequences or None, per_sequence=per_seq)
     for name, r in per_seq.items():
-        print(f"  {name}: success {100 * r['success']:.1f}% mean IoU {r['mean_iou']:.3f} "
+        print(f"  {name}: success {100 * r['success']:.3f} % mean IoU {100 * r['mean_iou']:.3f} % "
               f"({int(r['tracks'])} objects, {int(r['frames'])} frames)")
-    print(f"SOT success@0.5 on {cfg.data}/{cfg.eval_split}: {100 * res['success']:.1f}% "
-          f"(mean IoU {res['mean_iou']:.3f}, {int(res['tracks'])} objects, {int(res['frames'])} "
+    print(f"SOT success@0.5 on {cfg.data}/{cfg.eval_split}: {100 * res['success']:.3f} % "
+          f"(mean IoU {100 * res['mean_iou']:.3f} %, {int(res['tracks'])} objects, {int(res['frames'])} "
           f"frames, {time.time() - t:.0f}s)")
     return 0
 
