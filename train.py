@@ -65,6 +65,7 @@ def _train_dhn(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments, load the config and start the selected training."""
     from deepmot.config import ConfigError
+    from deepmot.errors import DataFormatError
 
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -73,6 +74,10 @@ def main(argv: list[str] | None = None) -> int:
                      "(DHN pre-training)")
     if args.tracker is None and (args.data is not None or args.pretrained is not None):
         parser.error("--data and --pretrained belong to --tracker; DHN pre-training makes its own data")
+    for opt, value, need in (("--config", args.config, None), ("--resume", args.resume, "config.yaml")):
+        if value is not None and not (Path(value) / need if need else Path(value)).is_file():
+            parser.exit(2, f"{parser.prog}: error: {opt} {value}: " +
+                        ("not a run directory (no config.yaml in it)\n" if need else "no such file\n"))
     try:
         if args.tracker is not None:
             from deepmot.engine.deepmot_cli import config_from_args
@@ -81,8 +86,11 @@ def main(argv: list[str] | None = None) -> int:
             run(config_from_args(args), resume=args.resume)
         else:
             _train_dhn(args)
-    except ConfigError as e:  # a bad config file or --set value: one line, no traceback
-        parser.exit(2, f"{parser.prog}: error: {e}\n")
+    except (ConfigError, DataFormatError, FileNotFoundError, FloatingPointError) as e:
+        # a bad config file, option, --set value or input file, or weights gone NaN: one line
+        lines = str(e).splitlines() or [type(e).__name__]
+        more = f" (+{len(lines) - 1} more lines)" if len(lines) > 1 else ""
+        parser.exit(2, f"{parser.prog}: error: {lines[0]}{more}\n")
     return 0
 
 

@@ -17,13 +17,15 @@ import math
 import os
 import time
 from pathlib import Path
+from typing import Annotated
 
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor
 
-from deepmot.config import ConfigError, config_to_dict, save_config
+from deepmot.config import (ConfigError, Device, Fraction, NonNegative, NonNegativeInt, Positive, PositiveInt,
+                            Range, config_to_dict, save_config)
 from deepmot.dhn.data import DHNDataConfig, batch_stream, heldout_set
 from deepmot.dhn.metrics import BUCKET_NAMES, evaluate_model, format_table
 from deepmot.dhn.model import DeepHungarianNet, DHNConfig
@@ -39,32 +41,35 @@ class DHNTrainConfig:
     """Everything a DHN training run needs (YAML: ``configs/dhn.yaml``)."""
 
     name: str = "dhn"
-    seed: int = 1
-    device: str = "cpu"
-    num_threads: int = 2
+    seed: NonNegativeInt = 1
+    device: Device = "cpu"
+    num_threads: PositiveInt = 2
     model: DHNConfig = dataclasses.field(default_factory=DHNConfig)
     data: DHNDataConfig = dataclasses.field(default_factory=DHNDataConfig)
-    steps: int = 100_000
-    lr: float = 3e-4
-    lr_gamma: float = 0.95
-    lr_every: int = 20_000
-    grad_clip: float = 5.0
-    focal_gamma: float = 2.0
-    loss_scale: float = 10.0
+    steps: PositiveInt = 100_000
+    lr: Positive = 3e-4
+    lr_gamma: Annotated[float, Range(gt=0, le=1)] = 0.95
+    lr_every: PositiveInt = 20_000
+    grad_clip: Positive = 5.0
+    focal_gamma: NonNegative = 2.0
+    loss_scale: Positive = 10.0
     #: 1 = DeepMOT's per-matrix class weights; 0 = both classes weigh 0.5; between: a mix
-    class_balance: float = 1.0
+    class_balance: Fraction = 1.0
     #: curriculum: [[from_step, max_size], ...] (sorted); empty = always data.max_size
-    curriculum: list[list[int]] = dataclasses.field(default_factory=list)
-    log_every: int = 50
-    val_every: int = 1000
-    val_count: int = 1000
-    val_seed: int = 20240
-    val_threshold: float = 0.5
-    checkpoint_every: int = 200
+    curriculum: list[list[NonNegativeInt]] = dataclasses.field(default_factory=list)
+    log_every: PositiveInt = 50
+    val_every: PositiveInt = 1000
+    val_count: PositiveInt = 1000
+    val_seed: NonNegativeInt = 20240
+    val_threshold: Fraction = 0.5
+    checkpoint_every: PositiveInt = 200
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.class_balance <= 1.0:
             raise ConfigError(f"class_balance must be in [0, 1], got {self.class_balance}")
+        for pair in self.curriculum:
+            if len(pair) != 2 or pair[1] < 1:
+                raise ConfigError(f"curriculum entries must be [from_step, max_size >= 1], got {pair}")
 
 
 def weighted_focal_loss(logits: Tensor, target: Tensor, gamma: float = 2.0, scale: float = 10.0,

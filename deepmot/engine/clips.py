@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from deepmot.boxes import xyxy_to_xywh
+from deepmot.config import Fraction, Positive
 from deepmot.criterion import IdentityMemory
 
 __all__ = ["Clip", "AugmentConfig", "ClipTracks", "cut_clips", "epoch_order", "shard",
@@ -35,11 +36,15 @@ __all__ = ["Clip", "AugmentConfig", "ClipTracks", "cut_clips", "epoch_order", "s
 class AugmentConfig:
     """Augmentation of new templates and search crops (DeepMOT v1 values, specs §6.6)."""
 
-    birth_scale_prob: float = 0.4       # box w/h jitter of born tracks' templates
-    refresh_scale_prob: float = 0.2     # same, on template refresh
-    scale_range: list[float] = field(default_factory=lambda: [0.8, 1.2])
-    template_photometric_prob: float = 0.2  # luminance / blur / noise, each with this prob.
-    search_photometric_prob: float = 0.25
+    birth_scale_prob: Fraction = 0.4    # box w/h jitter of born tracks' templates
+    refresh_scale_prob: Fraction = 0.2  # same, on template refresh
+    scale_range: list[Positive] = field(default_factory=lambda: [0.8, 1.2])
+    template_photometric_prob: Fraction = 0.2  # luminance / blur / noise, each with this prob.
+    search_photometric_prob: Fraction = 0.25
+
+    def __post_init__(self) -> None:
+        if len(self.scale_range) != 2 or self.scale_range[0] > self.scale_range[1]:
+            raise ValueError(f"scale_range must be [low, high] with low <= high, got {self.scale_range}")
 
 
 @dataclass(frozen=True)

@@ -29,16 +29,18 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Annotated, Any, Callable, Literal
 
 import torch
 from torch import Tensor, nn
 
 from deepmot.boxes import box_iou
-from deepmot.config import config_to_dict, load_config
+from deepmot.config import (Device, Fraction, NonNegative, NonNegativeInt, Positive, PositiveInt, Range,
+                            config_to_dict, load_config)
 from deepmot.criterion import DeepMOTLoss
 from deepmot.datasets import Sequence, discover_sequences
-from deepmot.engine.checkpoint import atomic_write, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from deepmot.engine.checkpoint import (atomic_write, check_finite_state, load_checkpoint, rng_state, save_checkpoint,
+                                      set_rng_state)
 from deepmot.engine.clips import (AugmentConfig, ClipTracks, augment_crops, clip_generator, cut_clips,
                                   epoch_order, shard)
 from deepmot.engine.distributed import (DistInfo, all_reduce_gradients, all_reduce_sum, barrier,
@@ -67,7 +69,7 @@ class ValidationConfig:
     split: str = "test"
     frames: str = "full"
     detections: list[str] = field(default_factory=lambda: ["FRCNN"])
-    max_sequences: int | None = None
+    max_sequences: PositiveInt | None = None
     mot: list[str] = field(default_factory=list)
 
 
@@ -86,55 +88,63 @@ class DeepMOTTrainConfig:
     """
 
     name: str = "deepmot_siamrpn"
-    seed: int = 0
-    threads: int = 2
-    device: str = "auto"
+    seed: NonNegativeInt = 0
+    threads: PositiveInt = 2
+    device: Device = "auto"
     runs_root: str = "runs"
     # data
     data: str | None = None              # MOT-format root; None: data/MOT17, else the synthetic set
     train_split: str = "train"
     train_frames: str = "full"           # "full" or "train-half" (MOT17 half split)
     train_detections: list[str] = field(default_factory=lambda: ["DPM"])  # one copy per sequence
-    min_vis: float = 0.0
+    min_vis: Fraction = 0.0
     # tracker
     model: str = "siamrpn_alex_tiny"     # SiamRPN config name in configs/ or a YAML path
     model_overrides: list[str] = field(default_factory=list)
     pretrained: str | None = None        # PySOT / DaSiamRPN weights; None: SOT pre-training first
     pretrain: list[str] = field(default_factory=list)   # PretrainConfig overrides (steps=..., ...)
     size_smoothing: bool = False         # v1's lr-smoothed box as the differentiable output
-    frozen_convs: int = 3                # first backbone convolutions kept frozen
+    frozen_convs: NonNegativeInt = 3     # first backbone convolutions kept frozen
     # criterion
     dhn: str | None = None               # DHN weights; None: the shipped DeepHungarianNet.pretrained()
-    iou_threshold: float = 0.5
-    delta: float = 0.7
-    temperature: float = 10.0
-    w_mota: float = 1.0                  # dMOTA term (0: focal and/or dMOTP only)
-    w_motp: float = 5.0
-    w_ids: float = 1.0
-    ids_mode: str = "paper"
-    w_focal: float = 100.0
-    focal_gamma: float = 2.0
-    focal_pos_iou: float = 0.6
-    focal_neg_iou: float = 0.3
+    iou_threshold: Fraction = 0.5
+    delta: Fraction = 0.7
+    temperature: Positive = 10.0
+    w_mota: NonNegative = 1.0            # dMOTA term (0: focal and/or dMOTP only)
+    w_motp: NonNegative = 5.0
+    w_ids: NonNegative = 1.0
+    ids_mode: Literal["paper", "v1"] = "paper"
+    w_focal: NonNegative = 100.0
+    focal_gamma: NonNegative = 2.0
+    focal_pos_iou: Fraction = 0.6
+    focal_neg_iou: Fraction = 0.3
     # loop
-    epochs: int = 30
-    max_steps: int | None = None         # stop after this many optimiser steps
-    seq_len: int = 100
-    num_repeats: int = 3
-    refresh_every: int = 10
-    clips_per_step: int = 1              # clips trained side by side (global, over all ranks)
-    lr: float = 1e-4
-    grad_clip: float | None = None
+    epochs: PositiveInt = 30
+    max_steps: PositiveInt | None = None  # stop after this many optimiser steps
+    seq_len: Annotated[int, Range(ge=2)] = 100
+    num_repeats: PositiveInt = 3
+    refresh_every: NonNegativeInt = 10
+    clips_per_step: PositiveInt = 1      # clips trained side by side (global, over all ranks)
+    lr: Positive = 1e-4
+    grad_clip: Positive | None = None
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     # logging, evaluation, checkpoints
-    log_every: int = 20
+    log_every: PositiveInt = 20
     log_grad_terms: bool = False         # log per-term gradient norms (one extra backward each)
-    eval_every: int = 500                # steps; 0 disables periodic evaluation
+    eval_every: NonNegativeInt = 500                # steps; 0 disables periodic evaluation
     eval_before: bool = True             # evaluate the starting tracker too
     eval_after: bool = True              # evaluate the final tracker
     best_metric: str = "MOTA"
     validation: ValidationConfig = field(default_factory=ValidationConfig)
-    checkpoint_every: int = 1            # clip batches between checkpoints
+    checkpoint_every: PositiveInt = 1    # clip batches between checkpoints
+
+    def __post_init__(self) -> None:
+        weights = {"w_mota": self.w_mota, "w_motp": self.w_motp, "w_focal": self.w_focal}
+        if not any(w > 0 for w in weights.values()):
+            raise ValueError(f"loss weights {weights}: at least one must be > 0 (else nothing trains)")
+        if self.focal_neg_iou > self.focal_pos_iou:
+            raise ValueError(f"focal_neg_iou={self.focal_neg_iou} must not exceed "
+                             f"focal_pos_iou={self.focal_pos_iou}")
 
 
 # --------------------------------------------------------------------------- pieces
@@ -496,6 +506,9 @@ def run(cfg: DeepMOTTrainConfig, resume: str | None = None,
     """
     from deepmot.datasets import resolve_data_root
 
+    from deepmot.engine.preflight import check_training_inputs
+
+    check_training_inputs(cfg)  # every file and option checked before a run directory exists
     dist_info = init_distributed(cfg.device)
     try:
         torch.set_num_threads(cfg.threads)
@@ -521,6 +534,7 @@ def run(cfg: DeepMOTTrainConfig, resume: str | None = None,
         result = trainer.fit()
         if dist_info.main:
             final = run_obj.dir / "siamrpn_deepmot.pth"
+            check_finite_state(trainer.model.state_dict(), f"{final} not written (did the training diverge?)")
             atomic_write(final, lambda f: torch.save(trainer.model.state_dict(), f))
             plot = plot_curves(run_obj.dir, trainer.history, run_obj.dir / "metrics.csv")
             b, a = result["before"], result["after"]
