@@ -30,7 +30,7 @@ from deepmot.dhn.data import DHNDataConfig, batch_stream, heldout_set
 from deepmot.dhn.metrics import BUCKET_NAMES, evaluate_model, format_table
 from deepmot.dhn.model import DeepHungarianNet, DHNConfig
 from deepmot.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from deepmot.engine.run import Run, find_latest_checkpoint, progress
+from deepmot.engine.run import Run, load_latest_checkpoint, progress
 from deepmot.engine.seed import seed_everything
 
 __all__ = ["DHNTrainConfig", "weighted_focal_loss", "step_lr", "train_dhn", "export_weights"]
@@ -154,10 +154,10 @@ def train_dhn(cfg: DHNTrainConfig, resume: str | os.PathLike | None = None) -> P
     opt = torch.optim.RMSprop(model.parameters(), lr=cfg.lr)
     step, best = 0, -math.inf
     if resume is not None:
-        ckpt_path = find_latest_checkpoint(run.dir)
-        if ckpt_path is None:
+        found = load_latest_checkpoint(run.dir, map_location=device, log=run.logger.warning)
+        if found is None:
             raise FileNotFoundError(f"--resume: no checkpoint in {run.dir / 'checkpoints'}")
-        ckpt = load_checkpoint(ckpt_path, map_location=device)
+        ckpt_path, ckpt = found
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
         step, best = int(ckpt["step"]), float(ckpt["best_score"])

@@ -69,7 +69,7 @@ def torch_load(path: str | os.PathLike, map_location: str | torch.device = "cpu"
         if isinstance(e, pickle.UnpicklingError) and "Weights only load failed" in str(e):
             reason = "it pickles objects other than tensors and plain types, or is not a torch file"
         else:
-            reason = (str(e).strip().splitlines() or [""])[0][:200]
+            reason = (str(e).strip().splitlines() or [""])[0].split(". ")[0][:200]
         raise DataFormatError(f"{what} ({type(e).__name__}: {reason})", path) from None
 
 

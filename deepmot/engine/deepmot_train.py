@@ -39,15 +39,14 @@ from deepmot.config import (Device, Fraction, NonNegative, NonNegativeInt, Posit
                             config_to_dict, load_config)
 from deepmot.criterion import DeepMOTLoss
 from deepmot.datasets import Sequence, discover_sequences
-from deepmot.engine.checkpoint import (atomic_write, check_finite_state, load_checkpoint, rng_state, save_checkpoint,
-                                      set_rng_state)
+from deepmot.engine.checkpoint import atomic_write, check_finite_state, rng_state, save_checkpoint, set_rng_state
 from deepmot.engine.clips import (AugmentConfig, ClipTracks, augment_crops, clip_generator, cut_clips,
                                   epoch_order, shard)
 from deepmot.engine.distributed import (DistInfo, all_reduce_gradients, all_reduce_sum, barrier,
                                         broadcast_object, broadcast_parameters, cleanup_distributed,
                                         init_distributed)
 from deepmot.engine.plots import plot_curves
-from deepmot.engine.run import Run, find_latest_checkpoint
+from deepmot.engine.run import Run, load_latest_checkpoint
 from deepmot.engine.seed import seed_everything
 from deepmot.losses.focal import sigmoid_focal_loss
 
@@ -522,9 +521,11 @@ def run(cfg: DeepMOTTrainConfig, resume: str | None = None,
         dhn = build_dhn(cfg.dhn, dist_info.device)
         trainer = DeepMOTTrainer(cfg, run_obj, dist_info, data_root, model, dhn, evaluate_fn)
         if resume is not None:
-            ck_path = find_latest_checkpoint(run_obj.dir)
-            if ck_path is not None:
-                trainer.load_state_dict(load_checkpoint(ck_path, map_location=dist_info.device))
+            found = load_latest_checkpoint(run_obj.dir, map_location=dist_info.device,
+                                           log=run_obj.logger.warning)
+            if found is not None:
+                ck_path, ck = found
+                trainer.load_state_dict(ck)
                 run_obj.logger.info("resumed at epoch %d, batch %d, step %d from %s",
                                     trainer.epoch, trainer.batch, trainer.step, ck_path)
         run_obj.logger.info("DeepMOT fine-tuning: %d clips from %d sequences, %d trainable "

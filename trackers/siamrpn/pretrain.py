@@ -26,8 +26,8 @@ from deepmot.boxes import box_iou, xywh_to_xyxy
 from deepmot.config import (ConfigError, Fraction, NonNegative, NonNegativeInt, Positive, PositiveInt, Range,
                             config_to_dict, load_config)
 from deepmot.datasets.mot import gt_sequences, read_gt
-from deepmot.engine.checkpoint import atomic_write, check_finite_state, load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from deepmot.engine.run import Run, find_latest_checkpoint
+from deepmot.engine.checkpoint import atomic_write, check_finite_state, rng_state, save_checkpoint, set_rng_state
+from deepmot.engine.run import Run, load_latest_checkpoint
 from deepmot.engine.seed import seed_everything
 from deepmot.errors import MissingDataError
 
@@ -116,9 +116,9 @@ def pretrain(cfg: PretrainConfig, resume: str | None = None) -> tuple[SiamRPN, P
     gen = torch.Generator().manual_seed(cfg.seed)
     start = 0
     if resume:
-        ckpt_path = find_latest_checkpoint(run.dir)
-        if ckpt_path is not None:
-            ck = load_checkpoint(ckpt_path)
+        found = load_latest_checkpoint(run.dir, log=run.logger.warning)
+        if found is not None:
+            ckpt_path, ck = found
             model.load_state_dict(ck["model"])
             opt.load_state_dict(ck["optimizer"])
             start = int(ck["step"])
