@@ -13,6 +13,10 @@ the ``--detections`` variants, writes ``<out>/<sequence>.txt``, prints the track
 evaluates; ``--workers N`` tracks N sequences at once in worker processes. ``--vis`` writes
 ``<out>/vis/<sequence>.mp4``. Data: ``--data``, else ``data/MOT17``, else the built-in synthetic
 set (generated once into ``data/synthetic``).
+With ``--results`` every sequence of the split needs a result file (as in TrackEval); a missing
+file, a malformed result file or a sequence with a broken ``seqinfo.ini`` is reported (in the
+table and as one ``error:`` line on stderr each) and the other sequences are still evaluated;
+``--seqs`` limits the evaluation to the sequences named.
 Exit status: 0 all sequences evaluated, 1 some sequence failed (named in the report), 2 bad usage.
 """
 
@@ -112,8 +116,9 @@ def _results_mode(args) -> int:
     folder, frame_range = _split(args, "train")
     try:
         root = _data_root(args)
-        sequences = discover_sequences(root, folder)
-        tasks, errors = tasks_from_folders(args.results, sequences, args.seqs)
+        bad: dict[str, str] = {}  # sequences whose seqinfo.ini is broken: reported, the others evaluated
+        sequences = discover_sequences(root, folder, errors=bad)
+        tasks, errors = tasks_from_folders(args.results, sequences, args.seqs, bad)
     except (DataFormatError, MissingDataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -136,6 +141,13 @@ def _results_mode(args) -> int:
 
         seqs = [Sequence(s, detections=None, frame_range=frame_range) for s in sequences if s.name in ev.sequences]
         _write_videos(seqs, {n: args.results / f"{n}.txt" for n in ev.sequences}, out, args.protocol)
+    return _report_errors(ev)
+
+
+def _report_errors(ev) -> int:
+    """One ``error:`` line on stderr per sequence that was not evaluated; the exit status."""
+    for name, msg in ev.errors.items():
+        print(f"error: {name} not evaluated: {msg}", file=sys.stderr)
     return 1 if ev.errors else 0
 
 
@@ -230,7 +242,7 @@ def _tracker_mode(args) -> int:
     print(f"wrote {csv_path} and {json_path}")
     if args.vis:
         _write_videos(seqs, inf.paths, out, args.protocol)
-    return 1 if ev.errors else 0
+    return _report_errors(ev)
 
 
 def main(argv: list[str] | None = None) -> int:
