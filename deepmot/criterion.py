@@ -39,6 +39,7 @@ Frames without tracks: ``FN~ = M`` and the error is 1 (constant, zero gradient).
 
 from __future__ import annotations
 
+import math
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
@@ -211,6 +212,42 @@ def _check_boxes(boxes: Tensor, what: str) -> None:
                          f"(all offending indices: {idx}): {boxes[idx[0]].tolist()}")
 
 
+def _check_args(track_boxes: Tensor | None = None, gt_boxes: Tensor | None = None,
+                image_size: Sequence[float] | None = None, **params: float | None) -> None:
+    """ValueError naming the real cause when the criterion is given what it cannot score:
+    a hyper-parameter in ``params`` that is not finite (``temperature`` must be > 0, the weights
+    >= 0, ``iou_threshold`` None or in [0, 1]); an inverted box (``x2 < x1`` or ``y2 < y1``); a
+    zero-area track box and a zero-area GT box in one frame (IoU 0/0); an ``image_size`` that is
+    not two numbers > 0."""
+    for name, v in params.items():
+        if v is None and name == "iou_threshold":
+            continue
+        low = {"temperature": 0.0}.get(name)
+        if (not isinstance(v, (int, float)) or not math.isfinite(v) or (low is not None and v <= low)
+                or (name.startswith("w_") and v < 0) or (name == "iou_threshold" and not 0 <= v <= 1)):
+            raise ValueError(f"DeepMOTLoss: {name}={v!r} is invalid (finite; temperature > 0, weights >= 0, "
+                             "iou_threshold in [0, 1] or None)")
+    zero = {}
+    for what, boxes in (("track", track_boxes), ("gt", gt_boxes)):
+        if boxes is None or boxes.numel() == 0:
+            continue
+        wh = (boxes[:, 2:] - boxes[:, :2]).detach()
+        if (wh < 0).any():
+            i = int((wh < 0).any(dim=1).nonzero()[0])
+            raise ValueError(f"{what} box {i} is inverted ({boxes[i].tolist()}; x1,y1,x2,y2 needs x2 >= x1 "
+                             "and y2 >= y1)")
+        empty = (wh == 0).any(dim=1).nonzero().flatten()
+        if empty.numel():
+            zero[what] = (int(empty[0]), boxes[int(empty[0])].tolist())
+    if len(zero) == 2:
+        raise ValueError(f"track box {zero['track'][0]} {zero['track'][1]} and gt box {zero['gt'][0]} "
+                         f"{zero['gt'][1]} both have zero area: their IoU is 0/0")
+    if image_size is not None:
+        size = [float(v) for v in image_size] if len(image_size) == 2 else []
+        if len(size) != 2 or not all(math.isfinite(v) and v > 0 for v in size):
+            raise ValueError(f"image_size must be (W, H) with two finite numbers > 0, got {tuple(image_size)}")
+
+
 class DeepMOTLoss(nn.Module):
     """DeepMOT criterion around a frozen DHN: ``loss = dMOTA error + w_motp * dMOTP`` per frame.
 
@@ -228,6 +265,7 @@ class DeepMOTLoss(nn.Module):
                  delta: float = 0.5, temperature: float = 10.0, w_ids: float = 1.0,
                  w_motp: float = 5.0, ids_mode: str = "paper", ids_dead_tracks: bool = True):
         super().__init__()
+        _check_args(delta=delta, temperature=temperature, w_ids=w_ids, w_motp=w_motp, iou_threshold=iou_threshold)
         if ids_mode not in IDS_MODES:
             raise ValueError(f"ids_mode must be one of {IDS_MODES}, got {ids_mode!r}")
         if not temperature > 0:
@@ -272,6 +310,7 @@ class DeepMOTLoss(nn.Module):
         """
         _check_boxes(track_boxes, "track")
         _check_boxes(gt_boxes, "gt")
+        _check_args(track_boxes, gt_boxes, image_size)
         tids, gids = _as_ids(track_ids, "track_ids"), _as_ids(gt_ids, "gt_ids")
         if tids.numel() != track_boxes.shape[0] or gids.numel() != gt_boxes.shape[0]:
             raise ValueError(f"got {track_boxes.shape[0]} track boxes / {tids.numel()} track ids, "
