@@ -208,7 +208,7 @@ def test_evaluate_cli_results_on_half_val(tiny, tmp_path, capsys):
     k = (gt.cls == 1) & (gt.conf == 1)
     write_results(tmp_path / "res" / f"{info.name}.txt", gt.frame[k], gt.id[k], gt.xywh[k])
     assert evaluate.main(["--results", str(tmp_path / "res"), "--data", str(tiny), "--split", "half-val",
-                          "--no-hota", "--out", str(tmp_path / "o")]) == 0
+                          "--no-hota", "--out", str(tmp_path / "o"), "--seqs", info.name]) == 0
     comb = json.loads((tmp_path / "o" / "summary.json").read_text())["combined"]
     assert comb["MOTA"] == 1.0 and comb["GT_Dets"] == int((k & (gt.frame >= 7)).sum())
 

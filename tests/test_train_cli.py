@@ -42,7 +42,7 @@ def test_mode_errors_are_clear(capsys):
 
 @pytest.mark.parametrize("argv, says", [
     (["--dhn", "--set", "bogus=1"], "unknown config key(s) bogus"),
-    (["--dhn", "--set", "class_balance=2"], "class_balance must be in [0, 1]"),
+    (["--dhn", "--set", "class_balance=2"], "class_balance: 2.0 is out of range (must be >= 0 and <= 1)"),
     (["--tracker", "siamrpn", "--set", "bogus=1"], "unknown config key(s) bogus"),
 ])
 def test_config_errors_are_one_line_not_a_traceback(argv, says, capsys, tmp_path, monkeypatch):
