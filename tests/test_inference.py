@@ -185,11 +185,11 @@ def test_config_file_matches_dataclass_defaults():
     assert load_config(InferenceFileConfig, repo / "configs" / "mot_inference.yaml") == InferenceFileConfig()
 
 
-def test_pysot_weights_track_through_evaluate(tiny, fixtures_dir, tmp_path, capsys):
+def test_pysot_weights_track_through_evaluate(tiny, pysot_dir, tmp_path, capsys):
     """The PySOT AlexNet SiamRPN (real trained weights) behind the MOT logic, from the CLI."""
     import evaluate
 
-    w = fixtures_dir / "pysot" / "siamrpn_alex_dwxcorr" / "state_dict.pth"
+    w = pysot_dir / "siamrpn_alex_dwxcorr" / "state_dict.pth"
     out = tmp_path / "o"
     rc = evaluate.main(["--data", str(tiny), "--model", "siamrpn_alex_dwxcorr", "--checkpoint", str(w),
                         "--out", str(out), "--detections", "SDP", "--no-hota", "--device", "cpu"])
