@@ -31,8 +31,8 @@ import yaml
 from deepmot.fileio import atomic_write_text
 
 __all__ = ["ConfigError", "load_config", "config_to_dict", "config_from_dict", "save_config",
-           "apply_overrides", "Range", "Check", "check_device", "Device", "Positive", "NonNegative", "Fraction", "PositiveInt",
-           "NonNegativeInt"]
+           "apply_overrides", "Range", "Check", "check_device", "Device", "Positive", "NonNegative",
+           "Fraction", "PositiveInt", "NonNegativeInt"]
 
 T = TypeVar("T")
 
@@ -235,10 +235,8 @@ def config_from_dict(cls: type[T], data: dict, prefix: str = "") -> T:
                 kwargs[name] = _coerce(data[name], tp, prefix + name)
     try:
         return dataclasses.replace(base, **kwargs)
-    except ConfigError as e:  # a check across fields in __post_init__
-        raise ConfigError(f"{prefix}{e}" if prefix else str(e)) from None
-    except ValueError as e:
-        raise ConfigError(f"{prefix}{e}" if prefix else str(e)) from None
+    except ValueError as e:  # a check across fields in __post_init__
+        raise ConfigError(f"{prefix}{e}") from None
 
 
 def _type_name(tp: Any) -> str:
@@ -323,9 +321,11 @@ def load_config(cls: type[T], path: str | os.PathLike | None = None,
         if not p.is_file():
             raise FileNotFoundError(f"config file not found: {p}")
         try:
-            loaded = yaml.safe_load(p.read_text()) or {}
+            loaded = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"{p}: not UTF-8 text ({e.reason})") from None
         except yaml.YAMLError as e:
-            raise ConfigError(f"{p}: not valid YAML: {e}") from None
+            raise ConfigError(f"{p}: not valid YAML: {' '.join(str(e).split())}") from None
         if not isinstance(loaded, dict):
             raise ConfigError(f"{p}: top level must be a mapping")
         data = loaded

@@ -216,9 +216,10 @@ def _check_args(track_boxes: Tensor | None = None, gt_boxes: Tensor | None = Non
                 image_size: Sequence[float] | None = None, **params: float | None) -> None:
     """ValueError naming the real cause when the criterion is given what it cannot score:
     a hyper-parameter in ``params`` that is not finite (``temperature`` must be > 0, the weights
-    >= 0, ``iou_threshold`` None or in [0, 1]); an inverted box (``x2 < x1`` or ``y2 < y1``); a
-    zero-area track box and a zero-area GT box in one frame (IoU 0/0); an ``image_size`` that is
-    not two numbers > 0."""
+    >= 0, ``iou_threshold`` None or in [0, 1]); an inverted GT box (``x2 < x1`` or ``y2 < y1``); a
+    track/GT pair whose IoU is undefined (zero or negative union: two zero-area boxes, or an
+    inverted track box); an ``image_size`` that is not two numbers > 0. (Other inverted track
+    boxes are scored as motmetrics scores them.)"""
     for name, v in params.items():
         if v is None and name == "iou_threshold":
             continue
@@ -227,21 +228,17 @@ def _check_args(track_boxes: Tensor | None = None, gt_boxes: Tensor | None = Non
                 or (name.startswith("w_") and v < 0) or (name == "iou_threshold" and not 0 <= v <= 1)):
             raise ValueError(f"DeepMOTLoss: {name}={v!r} is invalid (finite; temperature > 0, weights >= 0, "
                              "iou_threshold in [0, 1] or None)")
-    zero = {}
-    for what, boxes in (("track", track_boxes), ("gt", gt_boxes)):
-        if boxes is None or boxes.numel() == 0:
-            continue
-        wh = (boxes[:, 2:] - boxes[:, :2]).detach()
-        if (wh < 0).any():
-            i = int((wh < 0).any(dim=1).nonzero()[0])
-            raise ValueError(f"{what} box {i} is inverted ({boxes[i].tolist()}; x1,y1,x2,y2 needs x2 >= x1 "
-                             "and y2 >= y1)")
-        empty = (wh == 0).any(dim=1).nonzero().flatten()
-        if empty.numel():
-            zero[what] = (int(empty[0]), boxes[int(empty[0])].tolist())
-    if len(zero) == 2:
-        raise ValueError(f"track box {zero['track'][0]} {zero['track'][1]} and gt box {zero['gt'][0]} "
-                         f"{zero['gt'][1]} both have zero area: their IoU is 0/0")
+    if gt_boxes is not None and gt_boxes.numel():
+        inv = (gt_boxes[:, 2:] < gt_boxes[:, :2]).any(dim=1)
+        if inv.any():
+            i = int(inv.nonzero()[0])
+            raise ValueError(f"gt box {i} is inverted ({gt_boxes[i].tolist()}; x1,y1,x2,y2 needs x2 >= x1 and y2 >= y1)")
+    if track_boxes is not None and gt_boxes is not None and track_boxes.numel() and gt_boxes.numel():
+        bad = ~torch.isfinite(box_iou(track_boxes.detach(), gt_boxes.detach().to(track_boxes)))
+        if bad.any():  # union <= 0: zero-area boxes on both sides, or an inverted track box
+            i, j = (int(v) for v in bad.nonzero()[0])
+            raise ValueError(f"track box {i} {track_boxes[i].tolist()} and gt box {j} {gt_boxes[j].tolist()}: "
+                             "their IoU is undefined (zero or negative union: zero-area or inverted boxes)")
     if image_size is not None:
         size = [float(v) for v in image_size] if len(image_size) == 2 else []
         if len(size) != 2 or not all(math.isfinite(v) and v > 0 for v in size):

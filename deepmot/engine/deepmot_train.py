@@ -130,7 +130,7 @@ class DeepMOTTrainConfig:
     # logging, evaluation, checkpoints
     log_every: PositiveInt = 20
     log_grad_terms: bool = False         # log per-term gradient norms (one extra backward each)
-    eval_every: NonNegativeInt = 500                # steps; 0 disables periodic evaluation
+    eval_every: NonNegativeInt = 500     # steps; 0 disables periodic evaluation
     eval_before: bool = True             # evaluate the starting tracker too
     eval_after: bool = True              # evaluate the final tracker
     best_metric: str = "MOTA"
