@@ -216,7 +216,7 @@ def _check_args(track_boxes: Tensor | None = None, gt_boxes: Tensor | None = Non
                 image_size: Sequence[float] | None = None, **params: float | None) -> None:
     """ValueError naming the real cause when the criterion is given what it cannot score:
     a hyper-parameter in ``params`` that is not finite (``temperature`` must be > 0, the weights
-    >= 0, ``iou_threshold`` None or in [0, 1]); an inverted GT box (``x2 < x1`` or ``y2 < y1``); a
+    >= 0, ``iou_threshold`` None or >= 0); an inverted GT box (``x2 < x1`` or ``y2 < y1``); a
     track/GT pair whose IoU is undefined (zero or negative union: two zero-area boxes, or an
     inverted track box); an ``image_size`` that is not two numbers > 0. (Other inverted track
     boxes are scored as motmetrics scores them.)"""
@@ -225,9 +225,9 @@ def _check_args(track_boxes: Tensor | None = None, gt_boxes: Tensor | None = Non
             continue
         low = {"temperature": 0.0}.get(name)
         if (not isinstance(v, (int, float)) or not math.isfinite(v) or (low is not None and v <= low)
-                or (name.startswith("w_") and v < 0) or (name == "iou_threshold" and not 0 <= v <= 1)):
+                or (name.startswith("w_") and v < 0) or (name == "iou_threshold" and v < 0)):
             raise ValueError(f"DeepMOTLoss: {name}={v!r} is invalid (finite; temperature > 0, weights >= 0, "
-                             "iou_threshold in [0, 1] or None)")
+                             "iou_threshold >= 0 or None)")
     if gt_boxes is not None and gt_boxes.numel():
         inv = (gt_boxes[:, 2:] < gt_boxes[:, :2]).any(dim=1)
         if inv.any():

@@ -165,7 +165,7 @@ def test_loss_is_the_weighted_sum_and_zero_weights_leave_terms_out(world):
         assert torch.isfinite(trainer._loss(nan, focal if w_focal else torch.tensor(float("nan"))))
         run.close()
     for bad in [dict(w_mota=0.0, w_motp=0.0, w_focal=0.0), dict(w_motp=-1.0)]:
-        with pytest.raises(ValueError, match="loss weights"):
+        with pytest.raises(ValueError, match="loss weights|w_motp: -1.0 is out of range"):
             _trainer(world, **bad)
 
 

@@ -106,7 +106,7 @@ class DeepMOTTrainConfig:
     frozen_convs: NonNegativeInt = 3     # first backbone convolutions kept frozen
     # criterion
     dhn: str | None = None               # DHN weights; None: the shipped DeepHungarianNet.pretrained()
-    iou_threshold: Fraction = 0.5
+    iou_threshold: NonNegative = 0.5     # IoU gate of the criterion (> 1 forbids every pair)
     delta: Fraction = 0.7
     temperature: Positive = 10.0
     w_mota: NonNegative = 1.0            # dMOTA term (0: focal and/or dMOTP only)
