@@ -45,7 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
                                              "data/MOT17, else data/synthetic (generated once)")
     p.add_argument("--split", default=None, help="train | test | half-val | half-train | any split folder "
                                                  "(default: train with --results, test when running a tracker)")
-    p.add_argument("--seqs", nargs="+", help="evaluate only these sequences (default: every result file / sequence)")
+    p.add_argument("--seqs", nargs="+", help="evaluate only these sequences (default: every sequence of the split\n"
+                                             "and every result file; one without the other is reported, exit 1)")
     p.add_argument("--out", type=Path, help="write results/summary here (default: the results folder; "
                                             "runs/eval/<tracker>-<time> when running a tracker)")
     p.add_argument("--workers", type=int, default=1,
