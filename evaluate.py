@@ -199,9 +199,11 @@ def _tracker_mode(args) -> int:
     dets = [d.strip() for d in args.detections.split(",") if d.strip()]
     try:
         root = _data_root(args)
-        infos = discover_sequences(root, folder, detections=dets)
+        bad: dict[str, str] = {}  # sequences whose seqinfo.ini is broken: reported, the others run
+        infos = discover_sequences(root, folder, detections=dets, errors=bad)
         if args.seqs:
-            missing = sorted(set(args.seqs) - {s.name for s in infos})
+            bad = {n: m for n, m in bad.items() if n in set(args.seqs)}
+            missing = sorted(set(args.seqs) - {s.name for s in infos} - set(bad))
             if missing:
                 raise MissingDataError(f"sequence(s) {missing} not found in split '{folder}'", root)
             infos = [s for s in infos if s.name in set(args.seqs)]
@@ -210,6 +212,10 @@ def _tracker_mode(args) -> int:
     except (DataFormatError, MissingDataError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if not seqs:
+        for name, msg in bad.items():
+            print(f"error: {name} not evaluated: {msg}", file=sys.stderr)
+        return 1
     parallel = args.workers > 1 and len(seqs) > 1
     if args.threads and not parallel:  # workers set their own
         import torch
@@ -234,8 +240,11 @@ def _tracker_mode(args) -> int:
         print(f"no GT in split '{folder}': wrote result files only (valid MOTChallenge submissions) in {out}")
         if args.vis:
             _write_videos(seqs, inf.paths, out, args.protocol)
-        return 0
+        for name, msg in bad.items():
+            print(f"error: {name} not run: {msg}", file=sys.stderr)
+        return 1 if bad else 0
     ev = evaluate_results(inf.paths, with_gt, frame_range, args.protocol, _conventions(args), not args.no_hota)
+    ev.errors.update(bad)
     print()
     print(format_report(ev))
     csv_path, json_path = write_summary(ev, out)

@@ -455,3 +455,32 @@ def test_deta_stage2_refuses_an_infinite_box():
                      gt_mask=torch.ones(1, 1, dtype=torch.bool))
     with pytest.raises(ValueError, match=r"pred_boxes\[0, 1\] is not finite"):
         IoUAssigner.deta_stage2(num_queries=2)(inp)
+
+
+@pytest.mark.slow
+def test_tracker_mode_runs_the_other_sequences_when_one_seqinfo_is_broken(evaluate_entry, tmp_path, capsys):
+    from deepmot.datasets.synthetic import SyntheticConfig, generate_synthetic
+    from trackers.siamrpn import build_siamrpn
+
+    root = tmp_path / "synth"
+    generate_synthetic(root, SyntheticConfig(seed=3, num_train=0, num_test=1, min_frames=6, max_frames=6,
+                                             width=160, height=112, min_objects=2, max_objects=2,
+                                             static_persons=0, reflections=0))
+    torch.manual_seed(0)
+    weights = tmp_path / "tiny.pth"
+    torch.save(build_siamrpn("siamrpn_alex_tiny").state_dict(), weights)
+    common = ["--data", str(root), "--checkpoint", str(weights), "--set", "mot.birth_wait=1", "--device", "cpu",
+              "--no-hota", "--threads", "1"]
+    assert evaluate_entry.main(common + ["--out", str(tmp_path / "clean")]) == 0
+    clean = json.loads((tmp_path / "clean" / "summary.json").read_text())["sequences"]
+    (seq_dir,) = [p for p in (root / "test").iterdir() if p.name.endswith("-DPM")]
+    ini = seq_dir / "seqinfo.ini"
+    ini.write_text(ini.read_text().replace("imWidth", "imWidht"))
+    capsys.readouterr()
+    assert evaluate_entry.main(common + ["--out", str(tmp_path / "bad")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and seq_dir.name in err[0] and "seqinfo.ini" in err[0] and "imWidth" in err[0]
+    got = json.loads((tmp_path / "bad" / "summary.json").read_text())["sequences"]
+    assert len(clean) == 3 and set(got) == set(clean) - {seq_dir.name}
+    for name, metrics in got.items():
+        assert metrics == clean[name]
