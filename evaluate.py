@@ -38,6 +38,8 @@ HALF_SPLITS = {"half-val": ("train", "val-half"), "half-train": ("train", "train
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from trackers import available_trackers
+
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--results", type=Path, help="folder of result files <sequence>.txt to evaluate "
                                                 "(without it: run --tracker first)")
@@ -50,8 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="write results/summary here (default: the results folder; "
                                             "runs/eval/<tracker>-<time> when running a tracker)")
     p.add_argument("--workers", type=int, default=1,
-                   help="N processes over sequences: scoring result files (--results) or running the tracker\n"
-                        "(each worker then uses --threads torch threads, default cores // N)")
+                   help="N processes over sequences: scoring result files (--results, whole sequences or\n"
+                        "half splits) or running the tracker and scoring its files (each tracking worker\n"
+                        "then uses --threads torch threads, default cores // N)")
     p.add_argument("--mode", choices=["official", "motmetrics"], default="official",
                    help="official: TrackEval's conventions (default); motmetrics: py-motmetrics 1.4.0's")
     p.add_argument("--protocol", choices=["mot17", "mot16", "mot20", "none"], default="mot17",
@@ -62,7 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-hota", action="store_true", help="skip HOTA (computed with the trackeval package)")
     p.add_argument("--vis", action="store_true", help="write <out>/vis/<sequence>.mp4 with ids and FP/FN/IDSW markers")
     g = p.add_argument_group("running a tracker")
-    g.add_argument("--tracker", help="tracker name (default: siamrpn, or the config's)")
+    g.add_argument("--tracker", choices=available_trackers(),
+                   help="tracker name from the registry (default: siamrpn, or the config's)")
     g.add_argument("--checkpoint", type=Path, help="SOT weights (default for siamrpn: weights/siamrpn_pretrained.pth, "
                                                    "the output of `python -m trackers.siamrpn.pretrain`, else the "
                                                    "shipped trackers/siamrpn/weights/siamrpn_alex_tiny_synthetic.pth)")
@@ -109,8 +113,9 @@ def _write_videos(seqs, paths: dict, out: Path, protocol: str) -> None:
 
 
 def _results_mode(args) -> int:
-    from deepmot.datasets.mot import discover_sequences
-    from deepmot.engine.inference import evaluate_results
+    from dataclasses import replace
+
+    from deepmot.datasets.mot import discover_sequences, half_frame_range
     from deepmot.errors import DataFormatError, MissingDataError
     from deepmot.evaluation import evaluate_tasks, format_report, tasks_from_folders, write_summary
 
@@ -126,12 +131,9 @@ def _results_mode(args) -> int:
     if not tasks and not errors:
         print(f"error: no result files (*.txt) in {args.results}", file=sys.stderr)
         return 2
-    if frame_range is None:
-        ev = evaluate_tasks(tasks, args.protocol, _conventions(args), workers=args.workers, hota=not args.no_hota)
-    else:
-        names = {t.name for t in tasks}
-        ev = evaluate_results({t.name: Path(t.results_path) for t in tasks}, [s for s in sequences if s.name in names],
-                              frame_range, args.protocol, _conventions(args), not args.no_hota)
+    if frame_range is not None:   # a half split: the same files, scored on a window of frames
+        tasks = [replace(t, frames=half_frame_range(t.num_frames, frame_range)) for t in tasks]
+    ev = evaluate_tasks(tasks, args.protocol, _conventions(args), workers=args.workers, hota=not args.no_hota)
     ev.errors.update(errors)
     print(format_report(ev))
     out = args.out or args.results
@@ -233,7 +235,7 @@ def _tracker_mode(args) -> int:
         inf = run_inference_parallel(build, infos, out, workers=args.workers, threads=args.threads,
                                      frame_range=frame_range)
     else:
-        inf = run_inference(factory, seqs, None, out)
+        inf = run_inference(factory, seqs, out)
     print(format_timing(inf))
     with_gt = [s for s in seqs if s.gt_rows is not None]
     if not with_gt:
@@ -243,7 +245,8 @@ def _tracker_mode(args) -> int:
         for name, msg in bad.items():
             print(f"error: {name} not run: {msg}", file=sys.stderr)
         return 1 if bad else 0
-    ev = evaluate_results(inf.paths, with_gt, frame_range, args.protocol, _conventions(args), not args.no_hota)
+    ev = evaluate_results(inf.paths, with_gt, frame_range, args.protocol, _conventions(args), not args.no_hota,
+                          workers=args.workers)
     ev.errors.update(bad)
     print()
     print(format_report(ev))

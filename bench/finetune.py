@@ -28,10 +28,11 @@ import torch
 from deepmot.config import load_config
 from deepmot.datasets.synthetic import SyntheticConfig, generate_synthetic
 from deepmot.engine.deepmot_train import DeepMOTTrainConfig, DeepMOTTrainer, build_dhn
-from deepmot.engine.distributed import DistInfo
-from deepmot.engine.run import Run
+from deepmot.runtime.distributed import DistInfo
+from deepmot.runtime.run import Run
 from trackers.siamrpn import build_siamrpn, load_pysot_checkpoint
 from trackers.siamrpn.pretrain import SYNTHETIC_WEIGHTS
+from trackers.siamrpn.trainable import SiamRPNTrainable
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = {"siamrpn_alex_tiny": SYNTHETIC_WEIGHTS}
@@ -62,7 +63,8 @@ def measure(model_name: str, data: Path, frames: int, threads: int, work: Path,
         load_pysot_checkpoint(model, str(SHIPPED[model_name]))
     run = Run.create(f"bench_{model_name}", cfg, root=work / "runs")
     logging.getLogger().setLevel(logging.WARNING)
-    trainer = DeepMOTTrainer(cfg, run, DistInfo(), data, model, build_dhn(dhn, torch.device("cpu")))
+    trainer = DeepMOTTrainer(cfg, run, DistInfo(), data, SiamRPNTrainable(model, cfg),
+                             build_dhn(dhn, torch.device("cpu")))
     clips = trainer._start_clips([0], 0)
     trainer._frame_step(clips)                    # first frame: births, not timed
     trainer._frame_step(clips)                    # warm-up (allocator, lazy inits)

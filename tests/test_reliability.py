@@ -103,9 +103,9 @@ TRAIN_CASES = [
     ("pretrained-foreign", T + ["--pretrained", "{base}/foreign.pth"], ["--pretrained", "foreign.pth"]),
     ("pretrained-pickle", T + ["--pretrained", "{base}/pickle.pth"], ["--pretrained", "pickle.pth"]),
     ("pretrained-wrong-model", T + ["--pretrained", "{base}/wrong_dhn.pt"], ["--pretrained", "does not fit"]),
-    ("dhn-wrong-model", T + ["--dhn", "{base}/wrong_dhn.pt"], ["--dhn", "wrong_dhn.pt"]),
-    ("dhn-random", T + ["--dhn", "{base}/random.pth"], ["--dhn", "random.pth"]),
-    ("dhn-missing", T + ["--dhn", "{base}/nothing.pt"], ["--dhn", "nothing.pt"]),
+    ("dhn-wrong-model", T + ["--dhn-weights", "{base}/wrong_dhn.pt"], ["--dhn-weights", "wrong_dhn.pt"]),
+    ("dhn-random", T + ["--dhn-weights", "{base}/random.pth"], ["--dhn-weights", "random.pth"]),
+    ("dhn-missing", T + ["--dhn-weights", "{base}/nothing.pt"], ["--dhn-weights", "nothing.pt"]),
     ("temperature=0", T + ["--set", "temperature=0"], ["temperature"]),
     ("loss-weights-0", T + ["--set", "w_mota=0", "--set", "w_motp=0", "--set", "w_focal=0"], ["at least one"]),
     ("seq_len=0", T + ["--set", "seq_len=0"], ["seq_len", ">= 2"]),
@@ -146,7 +146,7 @@ def test_train_errors_are_one_line_exit_2_before_a_run_directory(argv, words, in
 # --------------------------------------------------------------------------- numeric config fields
 def _config_classes():
     from deepmot.dhn.train import DHNTrainConfig
-    from deepmot.engine.deepmot_train import DeepMOTTrainConfig
+    from deepmot.engine.deepmot_config import DeepMOTTrainConfig
     from trackers.multi_config import InferenceFileConfig
     from trackers.siamrpn.config import SiamRPNConfig
     from trackers.siamrpn.pretrain import PretrainConfig
@@ -374,7 +374,7 @@ def test_damaged_last_pt_resumes_from_best_pt_and_says_so(dhn_run, train_entry, 
     err = capsys.readouterr().err
     assert "last.pt" in err and "damaged" in err and "best.pt" in err and "Traceback" not in err
     assert not (ck / ".last.pt.x1y2z3.tmp").exists() and ".last.pt.x1y2z3.tmp" in err
-    from deepmot.engine.checkpoint import load_checkpoint
+    from deepmot.runtime.checkpoint import load_checkpoint
 
     assert load_checkpoint(ck / "last.pt")["step"] == 3
 
@@ -394,7 +394,7 @@ def test_no_loadable_checkpoint_stops_with_one_line(dhn_run, train_entry, capsys
 
 
 def test_non_finite_weights_are_never_written(tmp_path):
-    from deepmot.engine.checkpoint import save_checkpoint
+    from deepmot.runtime.checkpoint import save_checkpoint
 
     state = {"model": {"w": torch.tensor([1.0, float("nan")])}, "step": 1}
     with pytest.raises(FloatingPointError, match="w holds 1 NaN/inf"):

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from deepmot.config import PositiveInt, Range, config_from_dict
-from deepmot.engine.checkpoint import extract_state_dict, torch_load
+from deepmot.runtime.checkpoint import extract_state_dict, torch_load
 
 __all__ = ["DHNConfig", "DeepHungarianNet", "extract_state_dict", "WEIGHTS_DIR", "DEFAULT_WEIGHTS"]
 

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Annotated
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -29,9 +28,11 @@ from deepmot.config import (ConfigError, Device, Fraction, NonNegative, NonNegat
 from deepmot.dhn.data import DHNDataConfig, batch_stream, heldout_set
 from deepmot.dhn.metrics import BUCKET_NAMES, evaluate_model, format_table
 from deepmot.dhn.model import DeepHungarianNet, DHNConfig
-from deepmot.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from deepmot.engine.run import Run, load_latest_checkpoint, progress
-from deepmot.engine.seed import seed_everything
+from deepmot.runtime.checkpoint import load_checkpoint, resume_training, save_checkpoint, training_state
+from deepmot.runtime.distributed import any_rank, barrier, cleanup_distributed, init_distributed
+from deepmot.runtime.preempt import PreemptionGuard
+from deepmot.runtime.run import Run, progress
+from deepmot.runtime.seed import seed_everything
 
 __all__ = ["DHNTrainConfig", "weighted_focal_loss", "step_lr", "train_dhn", "export_weights"]
 
@@ -134,15 +135,8 @@ def _score(results: dict) -> float:
 
 def train_dhn(cfg: DHNTrainConfig, resume: str | os.PathLike | None = None) -> Path:
     """Train a DHN with ``cfg`` (or continue the run directory ``resume``); returns the run dir."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    distributed = world > 1
-    device = torch.device(cfg.device)
-    if distributed:
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-        if device.type == "cuda":
-            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-            torch.cuda.set_device(device)
+    info = init_distributed(cfg.device)
+    world, rank, device, distributed = info.world, info.rank, info.device, info.distributed
     torch.set_num_threads(max(1, cfg.num_threads))
     seed_everything(cfg.seed + rank)
 
@@ -154,14 +148,9 @@ def train_dhn(cfg: DHNTrainConfig, resume: str | os.PathLike | None = None) -> P
     opt = torch.optim.RMSprop(model.parameters(), lr=cfg.lr)
     step, best = 0, -math.inf
     if resume is not None:
-        found = load_latest_checkpoint(run.dir, map_location=device, log=run.logger.warning)
-        if found is None:
-            raise FileNotFoundError(f"--resume: no checkpoint in {run.dir / 'checkpoints'}")
-        ckpt_path, ckpt = found
-        model.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
+        ckpt, ckpt_path = resume_training(run.dir, model, opt, map_location=device, required=True,
+                                          log=run.logger.warning)
         step, best = int(ckpt["step"]), float(ckpt["best_score"])
-        set_rng_state(ckpt["rng"])
         log.info("resumed from %s at step %d (best score %.4f)", ckpt_path, step, best)
         if run.main:  # the config in force from now on (``--set`` overrides included)
             save_config(cfg, run.dir / "config.yaml")
@@ -173,9 +162,8 @@ def train_dhn(cfg: DHNTrainConfig, resume: str | os.PathLike | None = None) -> P
              n_params, world, step, cfg.steps)
 
     def save(name: str) -> None:
-        state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
-                 "best_score": best, "rng": rng_state(), "config": config_to_dict(cfg),
-                 "model_config": config_to_dict(cfg.model)}
+        state = training_state(model, opt, step=step, best_score=best, config=config_to_dict(cfg),
+                               model_config=config_to_dict(cfg.model))
         save_checkpoint(run.checkpoint_dir / name, state)
 
     def validate() -> None:
@@ -195,6 +183,7 @@ def train_dhn(cfg: DHNTrainConfig, resume: str | os.PathLike | None = None) -> P
     model.train()
     bar = progress(total=cfg.steps, initial=step, desc="dhn")
     t_last, s_last, loss_acc, n_acc, mats = time.time(), step, 0.0, 0, 0
+    guard = PreemptionGuard().install()   # SIGTERM / SIGUSR1: checkpoint, clean exit, --resume
     while step < cfg.steps:
         batch = next(stream)
         lr = step_lr(cfg, step)
@@ -226,13 +215,25 @@ def train_dhn(cfg: DHNTrainConfig, resume: str | os.PathLike | None = None) -> P
             t_last, s_last, mats = time.time(), step, 0  # keep validation out of the speed
         if run.main and (step % cfg.checkpoint_every == 0 or step == cfg.steps):
             save("last.pt")
+        guard.check(lambda: _preempted(run, save, step), any_rank(guard.requested, device))
+    guard.restore()
     bar.close()
     if distributed:
-        dist.barrier()
-        dist.destroy_process_group()
+        barrier()
+        cleanup_distributed()
     log.info("done at step %d, best score %.4f", step, best)
     run.close()
     return run.dir
+
+
+def _preempted(run: Run, save, step: int) -> None:
+    """Preemption: rank 0 writes ``last.pt`` at ``step``; every rank leaves the process group."""
+    if run.main:
+        save("last.pt")
+    run.logger.warning("preempted at step %d: checkpoint written, continue with --resume %s", step, run.dir)
+    run.close()
+    barrier()
+    cleanup_distributed()
 
 
 def export_weights(checkpoint: str | os.PathLike, out: str | os.PathLike, note: str = "") -> dict:

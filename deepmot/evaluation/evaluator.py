@@ -102,12 +102,15 @@ MODES: dict[str, Conventions] = {
 
 @dataclass(frozen=True)
 class SequenceTask:
-    """One sequence to evaluate: GT file, result file, ``num_frames`` (seqLength; None = from files)."""
+    """One sequence to evaluate: GT file, result file, ``num_frames`` (seqLength; None = from files)
+    and ``frames``: an inclusive 1-based ``(start, end)`` window scored alone, renumbered from 1
+    (e.g. the ``val-half`` split; None = the whole sequence)."""
 
     name: str
     gt_path: str
     results_path: str
     num_frames: int | None = None
+    frames: tuple[int, int] | None = None
 
 
 @dataclass
@@ -164,6 +167,13 @@ def evaluate_sequence(seq: SequenceData, conv: Conventions = MODES["official"], 
     return SequenceResult(seq.name, counts, partial, hres, time.perf_counter() - t0)
 
 
+def frame_window(rows, start: int, end: int):
+    """The rows (``MOTRows``) of frames ``start..end``, renumbered to start at 1."""
+    rows = rows.select((rows.frame >= start) & (rows.frame <= end))
+    rows.frame = rows.frame - (start - 1)
+    return rows
+
+
 def evaluate_task(task: SequenceTask, protocol: Protocol | str = "mot17",
                   conv: Conventions = MODES["official"], hota: bool = True) -> SequenceResult:
     """Read, preprocess and score one sequence; data errors become ``SequenceResult.error``."""
@@ -171,7 +181,11 @@ def evaluate_task(task: SequenceTask, protocol: Protocol | str = "mot17",
     try:
         gt = read_gt(task.gt_path, task.num_frames)
         res = read_results(task.results_path, task.num_frames)
-        seq = preprocess(task.name, gt, res, task.num_frames, protocol)
+        n = task.num_frames
+        if task.frames is not None:
+            start, end = task.frames
+            gt, res, n = frame_window(gt, start, end), frame_window(res, start, end), end - start + 1
+        seq = preprocess(task.name, gt, res, n, protocol)
     except (DataFormatError, MissingDataError) as e:
         return SequenceResult(task.name, seconds=time.perf_counter() - t0, error=str(e))
     out = evaluate_sequence(seq, conv, hota)

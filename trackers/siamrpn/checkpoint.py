@@ -20,7 +20,7 @@ from typing import Callable, Mapping
 import torch
 from torch import Tensor, nn
 
-from deepmot.engine.checkpoint import extract_state_dict, torch_load
+from deepmot.runtime.checkpoint import extract_state_dict, torch_load
 from deepmot.errors import DataFormatError, MissingDataError
 
 __all__ = ["CheckpointMismatchError", "LoadReport", "load_pysot_checkpoint", "read_state_dict",

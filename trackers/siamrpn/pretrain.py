@@ -26,9 +26,11 @@ from deepmot.boxes import box_iou, xywh_to_xyxy
 from deepmot.config import (ConfigError, Fraction, NonNegative, NonNegativeInt, Positive, PositiveInt, Range,
                             config_to_dict, load_config)
 from deepmot.datasets.mot import gt_sequences, read_gt
-from deepmot.engine.checkpoint import atomic_write, check_finite_state, rng_state, save_checkpoint, set_rng_state
-from deepmot.engine.run import Run, load_latest_checkpoint
-from deepmot.engine.seed import seed_everything
+from deepmot.runtime.checkpoint import (atomic_write, check_finite_state, resume_training, save_checkpoint,
+                                        training_state)
+from deepmot.runtime.preempt import PreemptionGuard
+from deepmot.runtime.run import Run
+from deepmot.runtime.seed import seed_everything
 from deepmot.errors import MissingDataError
 
 from .checkpoint import load_pysot_checkpoint
@@ -115,23 +117,31 @@ def pretrain(cfg: PretrainConfig, resume: str | None = None) -> tuple[SiamRPN, P
     rng = np.random.default_rng(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     start = 0
-    if resume:
-        found = load_latest_checkpoint(run.dir, log=run.logger.warning)
-        if found is not None:
-            ckpt_path, ck = found
-            model.load_state_dict(ck["model"])
-            opt.load_state_dict(ck["optimizer"])
-            start = int(ck["step"])
-            set_rng_state(ck["rng"])
-            rng.bit_generator.state = _np_state_from(ck["sampler_rng"])
-            gen.set_state(ck["generator"])
-            run.logger.info("resumed at step %d from %s", start, ckpt_path)
+    resumed = resume_training(run.dir, model, opt, log=run.logger.warning) if resume else None
+    if resumed is not None:
+        ck, ckpt_path = resumed
+        start = int(ck["step"])
+        rng.bit_generator.state = _np_state_from(ck["sampler_rng"])
+        gen.set_state(ck["generator"])
+        run.logger.info("resumed at step %d from %s", start, ckpt_path)
     run.logger.info("model %s (%d parameters), %d training tracks in %d sequences",
                     mcfg.name, sum(p.numel() for p in model.parameters()), len(sampler.tracks),
                     len(sampler.sequences))
     model.train()
     t0 = time.time()
     t_data = 0.0
+
+    def save(done: int) -> None:
+        save_checkpoint(run.checkpoint_dir / "last.pt", training_state(
+            model, opt, step=done, sampler_rng=_np_state_to(rng.bit_generator.state),
+            generator=gen.get_state(), config=config_to_dict(cfg), model_config=config_to_dict(mcfg)))
+
+    def preempted(done: int) -> None:
+        save(done)
+        run.logger.warning("preempted at step %d: checkpoint written, continue with --resume %s", done, run.dir)
+        run.close()
+
+    guard = PreemptionGuard().install()   # SIGTERM / SIGUSR1: checkpoint, clean exit, --resume
     for step in range(start, cfg.steps):
         for g in opt.param_groups:
             g["lr"] = _lr(cfg, step)
@@ -157,11 +167,9 @@ def pretrain(cfg: PretrainConfig, resume: str | None = None) -> tuple[SiamRPN, P
                             step + 1, cfg.steps, loss.item(), cls_loss.item(), loc_loss.item(),
                             (time.time() - t0) / done, t_data / done)
         if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
-            save_checkpoint(run.checkpoint_dir / "last.pt", {
-                "model": model.state_dict(), "optimizer": opt.state_dict(), "step": step + 1,
-                "rng": rng_state(), "sampler_rng": _np_state_to(rng.bit_generator.state),
-                "generator": gen.get_state(), "config": config_to_dict(cfg),
-                "model_config": config_to_dict(mcfg)})
+            save(step + 1)
+        guard.check(lambda: preempted(step + 1))
+    guard.restore()
     out = Path(cfg.out)
     check_finite_state(model.state_dict(), f"{out} not written (did the training diverge?)")
     atomic_write(out, lambda f: torch.save(model.state_dict(), f))

@@ -12,16 +12,17 @@ import pickle
 import random
 import warnings
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
 
 from deepmot.errors import DataFormatError
 from deepmot.fileio import atomic_write
+from deepmot.runtime.run import load_latest_checkpoint
 
-__all__ = ["save_checkpoint", "check_finite_state", "load_checkpoint", "extract_state_dict", "rng_state",
-           "set_rng_state", "atomic_write", "torch_load"]
+__all__ = ["save_checkpoint", "check_finite_state", "load_checkpoint", "torch_load", "training_state",
+           "resume_training", "extract_state_dict", "rng_state", "set_rng_state", "atomic_write"]
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
@@ -71,6 +72,37 @@ def torch_load(path: str | os.PathLike, map_location: str | torch.device = "cpu"
         else:
             reason = (str(e).strip().splitlines() or [""])[0].split(". ")[0][:200]
         raise DataFormatError(f"{what} ({type(e).__name__}: {reason})", path) from None
+
+
+def training_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, **extra: Any) -> dict[str, Any]:
+    """The checkpoint of a training loop: ``model`` and ``optimizer`` state dicts, the global RNG
+    states (:func:`rng_state`) and the loop's own ``extra`` fields (step, best score, ...)."""
+    return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "rng": rng_state(), **extra}
+
+
+def resume_training(run_dir: str | os.PathLike, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                    map_location: str | torch.device = "cpu", required: bool = False,
+                    log: Callable[[str], None] | None = None) -> tuple[dict[str, Any], Path] | None:
+    """Continue from the newest loadable checkpoint of ``run_dir`` (written with :func:`training_state`).
+
+    Loads the model and optimizer state, restores the global RNGs and returns ``(checkpoint,
+    path)`` so the loop can take its own fields; None when the run has no checkpoint yet (an
+    error instead when ``required``). A damaged ``last.pt`` falls back to the next newest
+    checkpoint, reported through ``log`` (:func:`~deepmot.runtime.run.load_latest_checkpoint`;
+    a one-line ``DataFormatError`` when none loads). The one resume path of the DHN, SOT
+    pre-training and DeepMOT loops.
+    """
+    found = load_latest_checkpoint(run_dir, map_location=map_location, log=log,
+                                   required=("model", "optimizer", "rng"))
+    if found is None:
+        if required:
+            raise FileNotFoundError(f"--resume: no checkpoint in {Path(run_dir) / 'checkpoints'}")
+        return None
+    path, ck = found
+    model.load_state_dict(ck["model"])
+    optimizer.load_state_dict(ck["optimizer"])
+    set_rng_state(ck["rng"])
+    return ck, path
 
 
 def extract_state_dict(obj: Any, source: str | None = None) -> dict[str, torch.Tensor]:

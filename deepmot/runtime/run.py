@@ -60,7 +60,7 @@ def load_latest_checkpoint(run_dir: str | os.PathLike, map_location: Any = "cpu"
     run has no checkpoint, and raises :class:`~deepmot.errors.DataFormatError` (one line, naming
     every damaged file) when none of them loads.
     """
-    from deepmot.engine.checkpoint import load_checkpoint
+    from deepmot.runtime.checkpoint import load_checkpoint
     from deepmot.errors import DataFormatError
 
     log = log or (lambda msg: None)

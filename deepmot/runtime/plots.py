@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from deepmot.engine.checkpoint import atomic_write
+from deepmot.runtime.checkpoint import atomic_write
 
 __all__ = ["plot_curves"]
 

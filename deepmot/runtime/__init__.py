@@ -1,0 +1,8 @@
+"""The runtime layer under every training loop: run directories and logging (:mod:`.run`),
+atomic checkpoints and exact resume (:mod:`.checkpoint`), seeding (:mod:`.seed`), device
+resolution (:mod:`.device`), distributed set-up under ``torchrun`` or SLURM (:mod:`.distributed`),
+preemption by SIGTERM / SIGUSR1 (:mod:`.preempt`) and curves (:mod:`.plots`).
+
+It imports nothing of deepmot above ``config``, ``errors`` and ``fileio``, so the DHN, the SOT
+pre-training and the DeepMOT loop can all stand on it.
+"""
