@@ -82,19 +82,11 @@ class Check:
 
 
 def check_device(value: str) -> None:
-    """Accept ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` when that device exists; else ValueError."""
-    if value in ("auto", "cpu"):
-        return
-    if value == "cuda" or (value.startswith("cuda:") and value[5:].isdigit()):
-        import torch
+    """Accept ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` when that device exists; else ValueError
+    (the rules of :func:`deepmot.runtime.device.resolve_device`, which the loops use)."""
+    from deepmot.runtime.device import resolve_device
 
-        if not torch.cuda.is_available():
-            raise ValueError(f"device {value!r} requested but CUDA is not available on this machine "
-                             "(use auto or cpu)")
-        if ":" in value and int(value[5:]) >= torch.cuda.device_count():
-            raise ValueError(f"device {value!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
-        return
-    raise ValueError(f"unknown device {value!r} (expected auto, cpu, cuda or cuda:N)")
+    resolve_device(value)
 
 
 #: A device name, checked against the machine (:func:`check_device`).
