@@ -17,6 +17,10 @@ set (generated once into ``data/synthetic``).
 the shipped trackers/detection/weights/detector_tiny_synthetic.pth) runs on the ``--split`` frames,
 COCO AP / AP50 / AP75 / recall are printed and ``<out>/<split>/<sequence>/det/det.txt`` written (a
 MOTChallenge tree: ``--data <out>`` then tracks on these private detections).
+With ``--results`` every sequence of the split needs a result file (as in TrackEval); a missing
+file, a malformed result file or a sequence with a broken ``seqinfo.ini`` is reported (in the
+table and as one ``error:`` line on stderr each) and the other sequences are still evaluated;
+``--seqs`` limits the evaluation to the sequences named.
 Exit status: 0 all sequences evaluated, 1 some sequence failed (named in the report), 2 bad usage.
 """
 
@@ -47,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
                                              "data/MOT17, else data/synthetic (generated once)")
     p.add_argument("--split", default=None, help="train | test | half-val | half-train | any split folder "
                                                  "(default: train with --results, test when running a tracker)")
-    p.add_argument("--seqs", nargs="+", help="evaluate only these sequences (default: every result file / sequence)")
+    p.add_argument("--seqs", nargs="+", help="evaluate only these sequences (default: every sequence of the split\n"
+                                             "and every result file; one without the other is reported, exit 1)")
     p.add_argument("--out", type=Path, help="write results/summary here (default: the results folder; "
                                             "runs/eval/<tracker>-<time> when running a tracker)")
     p.add_argument("--workers", type=int, default=1,
@@ -124,8 +129,9 @@ def _results_mode(args) -> int:
     folder, frame_range = _split(args, "train")
     try:
         root = _data_root(args)
-        sequences = discover_sequences(root, folder)
-        tasks, errors = tasks_from_folders(args.results, sequences, args.seqs)
+        bad: dict[str, str] = {}  # sequences whose seqinfo.ini is broken: reported, the others evaluated
+        sequences = discover_sequences(root, folder, errors=bad)
+        tasks, errors = tasks_from_folders(args.results, sequences, args.seqs, bad)
     except (DataFormatError, MissingDataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -145,6 +151,13 @@ def _results_mode(args) -> int:
 
         seqs = [Sequence(s, detections=None, frame_range=frame_range) for s in sequences if s.name in ev.sequences]
         _write_videos(seqs, {n: args.results / f"{n}.txt" for n in ev.sequences}, out, args.protocol)
+    return _report_errors(ev)
+
+
+def _report_errors(ev) -> int:
+    """One ``error:`` line on stderr per sequence that was not evaluated; the exit status."""
+    for name, msg in ev.errors.items():
+        print(f"error: {name} not evaluated: {msg}", file=sys.stderr)
     return 1 if ev.errors else 0
 
 
@@ -195,9 +208,11 @@ def _tracker_mode(args) -> int:
     dets = [d.strip() for d in args.detections.split(",") if d.strip()]
     try:
         root = _data_root(args)
-        infos = discover_sequences(root, folder, detections=dets)
+        bad: dict[str, str] = {}  # sequences whose seqinfo.ini is broken: reported, the others run
+        infos = discover_sequences(root, folder, detections=dets, errors=bad)
         if args.seqs:
-            missing = sorted(set(args.seqs) - {s.name for s in infos})
+            bad = {n: m for n, m in bad.items() if n in set(args.seqs)}
+            missing = sorted(set(args.seqs) - {s.name for s in infos} - set(bad))
             if missing:
                 raise MissingDataError(f"sequence(s) {missing} not found in split '{folder}'", root)
             infos = [s for s in infos if s.name in set(args.seqs)]
@@ -206,6 +221,10 @@ def _tracker_mode(args) -> int:
     except (DataFormatError, MissingDataError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if not seqs:
+        for name, msg in bad.items():
+            print(f"error: {name} not evaluated: {msg}", file=sys.stderr)
+        return 1
     parallel = args.workers > 1 and len(seqs) > 1
     if args.threads and not parallel:  # workers set their own
         import torch
@@ -235,9 +254,12 @@ def _tracker_mode(args) -> int:
         print(f"no GT in split '{folder}': wrote result files only (valid MOTChallenge submissions) in {out}")
         if args.vis:
             _write_videos(seqs, inf.paths, out, args.protocol)
-        return 0
+        for name, msg in bad.items():
+            print(f"error: {name} not run: {msg}", file=sys.stderr)
+        return 1 if bad else 0
     ev = evaluate_results(inf.paths, with_gt, frame_range, args.protocol, _conventions(args), not args.no_hota,
                           workers=args.workers)
+    ev.errors.update(bad)
     print()
     print(format_report(ev))
     csv_path, json_path = write_summary(ev, out)
@@ -245,7 +267,7 @@ def _tracker_mode(args) -> int:
     print(f"wrote {csv_path} and {json_path}")
     if args.vis:
         _write_videos(seqs, inf.paths, out, args.protocol)
-    return 1 if ev.errors else 0
+    return _report_errors(ev)
 
 
 def main(argv: list[str] | None = None) -> int:

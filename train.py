@@ -92,11 +92,18 @@ def config_from_args(args: argparse.Namespace):
 
 
 def _train_deepmot(args: argparse.Namespace) -> None:
+    from deepmot.config import ConfigError
     from deepmot.engine.deepmot_train import run
     from trackers import get_tracker
 
     cfg = config_from_args(args)
-    run(cfg, get_tracker(cfg.tracker).build_trainable, resume=args.resume)
+    try:
+        plugin = get_tracker(cfg.tracker)
+    except ValueError as e:  # "tracker: ..." set in the config file or with --set
+        raise ConfigError(f"tracker: {e}") from None
+    if plugin.build_trainable is None:
+        raise ConfigError(f"tracker: {cfg.tracker!r} cannot be fine-tuned with DeepMOT")
+    run(cfg, plugin.build_trainable, resume=args.resume, check_inputs=plugin.check_trainable)
 
 
 def _train_dhn(args: argparse.Namespace) -> None:
@@ -116,6 +123,7 @@ def _train_dhn(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments, load the config and start the selected training."""
     from deepmot.config import ConfigError
+    from deepmot.errors import DataFormatError
 
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
@@ -139,13 +147,20 @@ def main(argv: list[str] | None = None) -> int:
                                  or args.dhn_weights is not None):
         parser.error("--data, --pretrained and --dhn-weights belong to --tracker; DHN pre-training "
                      "makes its own data")
+    for opt, value, need in (("--config", args.config, None), ("--resume", args.resume, "config.yaml")):
+        if value is not None and not (Path(value) / need if need else Path(value)).is_file():
+            parser.exit(2, f"{parser.prog}: error: {opt} {value}: " +
+                        ("not a run directory (no config.yaml in it)\n" if need else "no such file\n"))
     try:
         if args.tracker is not None:
             _train_deepmot(args)
         else:
             _train_dhn(args)
-    except ConfigError as e:  # a bad config file or --set value: one line, no traceback
-        parser.exit(2, f"{parser.prog}: error: {e}\n")
+    except (ConfigError, DataFormatError, FileNotFoundError, FloatingPointError) as e:
+        # a bad config file, option, --set value or input file, or weights gone NaN: one line
+        lines = str(e).splitlines() or [type(e).__name__]
+        more = f" (+{len(lines) - 1} more lines)" if len(lines) > 1 else ""
+        parser.exit(2, f"{parser.prog}: error: {lines[0]}{more}\n")
     return 0
 
 

@@ -274,6 +274,39 @@ def _check_boxes(boxes: Tensor, what: str) -> None:
                          f"(all offending indices: {idx}): {boxes[idx[0]].tolist()}")
 
 
+def _check_args(track_boxes: Tensor | None = None, gt_boxes: Tensor | None = None,
+                image_size: Sequence[float] | None = None, **params: float | None) -> None:
+    """ValueError naming the real cause when the criterion is given what it cannot score:
+    a hyper-parameter in ``params`` that is not finite (``temperature`` must be > 0, the weights
+    >= 0, ``iou_threshold`` None or >= 0); an inverted GT box (``x2 < x1`` or ``y2 < y1``); a
+    track/GT pair whose IoU is undefined (zero or negative union: two zero-area boxes, or an
+    inverted track box); an ``image_size`` that is not two numbers > 0. (Other inverted track
+    boxes are scored as motmetrics scores them.)"""
+    for name, v in params.items():
+        if v is None and name == "iou_threshold":
+            continue
+        low = {"temperature": 0.0}.get(name)
+        if (not isinstance(v, (int, float)) or not math.isfinite(v) or (low is not None and v <= low)
+                or (name.startswith("w_") and v < 0) or (name == "iou_threshold" and v < 0)):
+            raise ValueError(f"DeepMOTLoss: {name}={v!r} is invalid (finite; temperature > 0, weights >= 0, "
+                             "iou_threshold >= 0 or None)")
+    if gt_boxes is not None and gt_boxes.numel():
+        inv = (gt_boxes[:, 2:] < gt_boxes[:, :2]).any(dim=1)
+        if inv.any():
+            i = int(inv.nonzero()[0])
+            raise ValueError(f"gt box {i} is inverted ({gt_boxes[i].tolist()}; x1,y1,x2,y2 needs x2 >= x1 and y2 >= y1)")
+    if track_boxes is not None and gt_boxes is not None and track_boxes.numel() and gt_boxes.numel():
+        bad = ~torch.isfinite(box_iou(track_boxes.detach(), gt_boxes.detach().to(track_boxes)))
+        if bad.any():  # union <= 0: zero-area boxes on both sides, or an inverted track box
+            i, j = (int(v) for v in bad.nonzero()[0])
+            raise ValueError(f"track box {i} {track_boxes[i].tolist()} and gt box {j} {gt_boxes[j].tolist()}: "
+                             "their IoU is undefined (zero or negative union: zero-area or inverted boxes)")
+    if image_size is not None:
+        size = [float(v) for v in image_size] if len(image_size) == 2 else []
+        if len(size) != 2 or not all(math.isfinite(v) and v > 0 for v in size):
+            raise ValueError(f"image_size must be (W, H) with two finite numbers > 0, got {tuple(image_size)}")
+
+
 class DeepMOTLoss(nn.Module):
     """DeepMOT criterion around a frozen DHN: ``loss = dMOTA error + w_motp * dMOTP`` per frame.
 
@@ -298,6 +331,7 @@ class DeepMOTLoss(nn.Module):
                  assignment: str = "dhn", gate: str = "hard", gate_width: float = 0.05,
                  sinkhorn_eps: float = 0.05, sinkhorn_iters: int = 50):
         super().__init__()
+        _check_args(delta=delta, temperature=temperature, w_ids=w_ids, w_motp=w_motp, iou_threshold=iou_threshold)
         if ids_mode not in IDS_MODES:
             raise ValueError(f"ids_mode must be one of {IDS_MODES}, got {ids_mode!r}")
         if not temperature > 0:
@@ -355,6 +389,7 @@ class DeepMOTLoss(nn.Module):
         """
         _check_boxes(track_boxes, "track")
         _check_boxes(gt_boxes, "gt")
+        _check_args(track_boxes, gt_boxes, image_size)
         tids, gids = _as_ids(track_ids, "track_ids"), _as_ids(gt_ids, "gt_ids")
         if tids.numel() != track_boxes.shape[0] or gids.numel() != gt_boxes.shape[0]:
             raise ValueError(f"got {track_boxes.shape[0]} track boxes / {tids.numel()} track ids, "

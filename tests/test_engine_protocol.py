@@ -165,3 +165,24 @@ def test_toy_tracker_trains_through_the_protocol_and_evaluates(data, tmp_path, m
     assert list((run_dir / "eval").glob("step*/*.txt"))
     ck = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
     assert ck["finished"] and ck["step"] > 0 and torch.equal(ck["model"]["offset"], final)
+
+
+def test_the_plugins_input_checks_run_before_a_run_directory_exists(data, tmp_path):
+    """run() hands the config to the plugin's check_trainable first: its one-line error stops the
+    run before anything is built or written (the engine imports no tracker to check it)."""
+    from deepmot.config import ConfigError
+
+    seen = []
+
+    def check(cfg):
+        seen.append(cfg.tracker)
+        raise ConfigError("--pretrained: toy.pth: does not fit model 'toy'")
+
+    def build(cfg, ctx):
+        raise AssertionError("built after a failed check")
+
+    cfg = load_config(dt.DeepMOTTrainConfig, None, ["tracker=toy", f"data={data}", f"runs_root={tmp_path / 'runs'}",
+                                                    "threads=1"])
+    with pytest.raises(ConfigError, match="does not fit model 'toy'"):
+        dt.run(cfg, build, check_inputs=check)
+    assert seen == ["toy"] and not (tmp_path / "runs").exists()

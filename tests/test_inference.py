@@ -188,11 +188,11 @@ def test_config_file_matches_dataclass_defaults():
     assert load_config(InferenceFileConfig, repo / "configs" / "mot_inference.yaml") == InferenceFileConfig()
 
 
-def test_pysot_weights_track_through_evaluate(tiny, fixtures_dir, tmp_path, capsys):
+def test_pysot_weights_track_through_evaluate(tiny, pysot_dir, tmp_path, capsys):
     """The PySOT AlexNet SiamRPN (real trained weights) behind the MOT logic, from the CLI."""
     import evaluate
 
-    w = fixtures_dir / "pysot" / "siamrpn_alex_dwxcorr" / "state_dict.pth"
+    w = pysot_dir / "siamrpn_alex_dwxcorr" / "state_dict.pth"
     out = tmp_path / "o"
     rc = evaluate.main(["--data", str(tiny), "--model", "siamrpn_alex_dwxcorr", "--checkpoint", str(w),
                         "--out", str(out), "--detections", "SDP", "--no-hota", "--device", "cpu"])
@@ -211,7 +211,7 @@ def test_evaluate_cli_results_on_half_val(tiny, tmp_path, capsys):
     k = (gt.cls == 1) & (gt.conf == 1)
     write_results(tmp_path / "res" / f"{info.name}.txt", gt.frame[k], gt.id[k], gt.xywh[k])
     assert evaluate.main(["--results", str(tmp_path / "res"), "--data", str(tiny), "--split", "half-val",
-                          "--no-hota", "--out", str(tmp_path / "o")]) == 0
+                          "--no-hota", "--out", str(tmp_path / "o"), "--seqs", info.name]) == 0
     comb = json.loads((tmp_path / "o" / "summary.json").read_text())["combined"]
     assert comb["MOTA"] == 1.0 and comb["GT_Dets"] == int((k & (gt.frame >= 7)).sum())
 

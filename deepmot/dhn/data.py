@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from deepmot.boxes import box_iou, cxcywh_to_xyxy, deepmot_distance, forbidden_mask, gate_distance
+from deepmot.config import Fraction, NonNegative, PositiveInt
 from deepmot.matching.linear import gated_linear_assignment
 
 __all__ = ["DHNDataConfig", "DHNBatch", "DHNSample", "generate_matrix", "make_batch",
@@ -55,13 +56,17 @@ class DHNDataConfig:
     (the criterion's default); the others draw from 0.1..0.8.
     """
 
-    max_size: int = 30
-    bucket_probs: tuple[float, ...] = (0.3, 0.3, 0.25, 0.15)
-    elements_per_batch: int = 4096
-    max_batch: int = 128
-    uniform_share: float = 0.1
-    ungated_share: float = 0.2
-    threshold_05_share: float = 0.5
+    max_size: PositiveInt = 30
+    bucket_probs: tuple[NonNegative, ...] = (0.3, 0.3, 0.25, 0.15)
+    elements_per_batch: PositiveInt = 4096
+    max_batch: PositiveInt = 128
+    uniform_share: Fraction = 0.1
+    ungated_share: Fraction = 0.2
+    threshold_05_share: Fraction = 0.5
+
+    def __post_init__(self) -> None:
+        if not any(p > 0 for p in self.bucket_probs):
+            raise ValueError(f"bucket_probs must hold at least one positive value, got {self.bucket_probs}")
 
 
 class DHNSample(NamedTuple):

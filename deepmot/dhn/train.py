@@ -22,12 +22,14 @@ import math
 import os
 import time
 from pathlib import Path
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from deepmot.config import ConfigError, config_to_dict, save_config
+from deepmot.config import (ConfigError, Device, Fraction, NonNegative, NonNegativeInt, Positive, PositiveInt,
+                            Range, config_to_dict, save_config)
 from deepmot.dhn.data import DHNDataConfig, heldout_set
 from deepmot.dhn.metrics import BUCKET_NAMES, evaluate_model, format_table
 from deepmot.dhn.model import DeepHungarianNet, DHNConfig
@@ -48,45 +50,48 @@ class DHNTrainConfig:
     """Everything a DHN training run needs (YAML: ``configs/dhn.yaml``)."""
 
     name: str = "dhn"
-    seed: int = 1
-    device: str = "cpu"
-    num_threads: int = 2
+    seed: NonNegativeInt = 1
+    device: Device = "cpu"
+    num_threads: PositiveInt = 2
     model: DHNConfig = dataclasses.field(default_factory=DHNConfig)
     data: DHNDataConfig = dataclasses.field(default_factory=DHNDataConfig)
-    steps: int = 100_000
-    lr: float = 3e-4
-    lr_gamma: float = 0.95
-    lr_every: int = 20_000
-    grad_clip: float = 5.0
-    focal_gamma: float = 2.0
-    loss_scale: float = 10.0
+    steps: PositiveInt = 100_000
+    lr: Positive = 3e-4
+    lr_gamma: Annotated[float, Range(gt=0, le=1)] = 0.95
+    lr_every: PositiveInt = 20_000
+    grad_clip: Positive = 5.0
+    focal_gamma: NonNegative = 2.0
+    loss_scale: Positive = 10.0
     #: 1 = DeepMOT's per-matrix class weights; 0 = both classes weigh 0.5; between: a mix
-    class_balance: float = 1.0
+    class_balance: Fraction = 1.0
     #: curriculum: [[from_step, max_size], ...] (sorted); empty = always data.max_size
-    curriculum: list[list[int]] = dataclasses.field(default_factory=list)
-    log_every: int = 50
-    val_every: int = 1000
-    val_count: int = 1000
-    val_seed: int = 20240
-    val_threshold: float = 0.5
-    checkpoint_every: int = 200
+    curriculum: list[list[NonNegativeInt]] = dataclasses.field(default_factory=list)
+    log_every: PositiveInt = 50
+    val_every: PositiveInt = 1000
+    val_count: PositiveInt = 1000
+    val_seed: NonNegativeInt = 20240
+    val_threshold: Fraction = 0.5
+    checkpoint_every: PositiveInt = 200
     #: weights to start from (fine-tuning; a dhn.pt or checkpoint with the same model config); "" = fresh
     init: str = ""
     #: share of batches from real-geometry matrices (:mod:`deepmot.dhn.tracking_data`); 0 = random only
-    tracking_share: float = 0.0
+    tracking_share: Fraction = 0.0
     #: MOT-format dataset whose train split feeds them; "" = the built-in synthetic set (seed 0)
     tracking_data: str = ""
     #: share of jittered-GT matrices among them (the rest: detections and lagged GT)
-    tracking_jitter_share: float = 0.3
+    tracking_jitter_share: Fraction = 0.3
     #: whole-frame matrices of synthetic seed 1's train split added to validation (0 = none);
     #: the score is then the mean of the random score and their row-wise exact rate
-    tracking_val_count: int = 0
+    tracking_val_count: NonNegativeInt = 0
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.class_balance <= 1.0:
             raise ConfigError(f"class_balance must be in [0, 1], got {self.class_balance}")
         if not 0.0 <= self.tracking_share <= 1.0:
             raise ConfigError(f"tracking_share must be in [0, 1], got {self.tracking_share}")
+        for pair in self.curriculum:
+            if len(pair) != 2 or pair[1] < 1:
+                raise ConfigError(f"curriculum entries must be [from_step, max_size >= 1], got {pair}")
 
 
 def weighted_focal_loss(logits: Tensor, target: Tensor, gamma: float = 2.0, scale: float = 10.0,
@@ -175,7 +180,8 @@ def _train(cfg: DHNTrainConfig, run: Run, device: torch.device, resume: str | os
     opt = torch.optim.RMSprop(model.parameters(), lr=cfg.lr)
     step, best = 0, -math.inf
     if resume is not None:
-        ckpt, ckpt_path = resume_training(run.dir, model, opt, map_location=device, required=True)
+        ckpt, ckpt_path = resume_training(run.dir, model, opt, map_location=device, required=True,
+                                          log=run.logger.warning)
         step, best = int(ckpt["step"]), float(ckpt["best_score"])
         log.info("resumed from %s at step %d (best score %.3f %%)", ckpt_path, step, 100 * best)
         if run.main:  # the config in force from now on (``--set`` overrides included)

@@ -45,7 +45,8 @@ from deepmot.engine.deepmot_config import AugmentConfig, DeepMOTTrainConfig, Val
 from deepmot.engine.protocol import StepOutput, TrainableTracker, TrainContext
 from deepmot.evaluation.report import PERCENT_FIELDS, format_metric
 from deepmot.progress import progress
-from deepmot.runtime.checkpoint import atomic_write, resume_training, save_checkpoint, training_state
+from deepmot.runtime.checkpoint import (atomic_write, check_finite_state, resume_training, save_checkpoint,
+                                        training_state)
 from deepmot.runtime.distributed import (DistInfo, all_reduce_gradients, all_reduce_sum, any_rank, barrier,
                                         broadcast_object, broadcast_parameters, cleanup_distributed,
                                         init_distributed)
@@ -133,7 +134,8 @@ class DeepMOTTrainer:
 
     def resume(self, run_dir: Path) -> Path | None:
         """Continue from the newest checkpoint of ``run_dir`` (none yet: start over); returns its path."""
-        resumed = resume_training(run_dir, self.model, self.optimizer, map_location=self.dist.device)
+        resumed = resume_training(run_dir, self.model, self.optimizer, map_location=self.dist.device,
+                                  log=self.run.logger.warning)
         if resumed is None:
             return None
         ck, path = resumed
@@ -353,15 +355,20 @@ class DeepMOTTrainer:
 
 # --------------------------------------------------------------------------- wiring
 def run(cfg: DeepMOTTrainConfig, build: TrainableBuilder, resume: str | None = None,
-        evaluate_fn: Callable[[nn.Module, int], dict] | None = None) -> dict:
+        evaluate_fn: Callable[[nn.Module, int], dict] | None = None,
+        check_inputs: Callable[[DeepMOTTrainConfig], None] | None = None) -> dict:
     """Fine-tune the tracker made by ``build`` (its plugin's ``build_trainable``) with DeepMOT as
-    configured; ``resume``: a run directory to continue.
+    configured; ``resume``: a run directory to continue; ``check_inputs``: the plugin's
+    ``check_trainable``, run with the engine's own input checks before a run directory exists
+    (:mod:`deepmot.engine.preflight`).
 
     Returns ``{"before", "after", "run_dir"}``. Works single-process, under ``torchrun`` or
     under SLURM's ``srun``; SIGTERM / SIGUSR1 write a checkpoint between clip batches and exit.
     """
     from deepmot.datasets import resolve_data_root
+    from deepmot.engine.preflight import check_training_inputs
 
+    check_training_inputs(cfg, check_inputs)  # every file and option checked before a run directory exists
     dist_info = init_distributed(cfg.device)
     run_obj = None
     try:
@@ -388,6 +395,7 @@ def run(cfg: DeepMOTTrainConfig, build: TrainableBuilder, resume: str | None = N
         result = trainer.fit()
         if dist_info.main:
             final = run_obj.dir / tracker.weights_name
+            check_finite_state(trainer.model.state_dict(), f"{final} not written (did the training diverge?)")
             atomic_write(final, lambda f: torch.save(trainer.model.state_dict(), f))
             plot = plot_curves(run_obj.dir, trainer.history, run_obj.dir / "metrics.csv")
             b, a = result["before"], result["after"]

@@ -148,10 +148,14 @@ class TrackerPlugin:
     ``build_inference(cfg, checkpoint)``: a :data:`SequenceFactory` from an inference config
     (``trackers.multi_config.InferenceFileConfig``) and weights; ``build_trainable(cfg, ctx)``:
     a :class:`TrainableTracker` from a DeepMOT training config (None: not trainable);
-    ``build_model(cfg)``: the bare network (None: the tracker has no single network).
+    ``build_model(cfg)``: the bare network (None: the tracker has no single network);
+    ``check_trainable(cfg)``: the tracker's checks of a DeepMOT training config (its options, the
+    weights it would load) before any run directory is made, raising a one-line
+    ``deepmot.config.ConfigError`` (None: nothing to check beyond the config's own types).
     """
 
     name: str
     build_inference: Callable[[Any, str | None], SequenceFactory]
     build_trainable: Callable[[Any, TrainContext], TrainableTracker] | None = None
     build_model: Callable[[Any], nn.Module] | None = None
+    check_trainable: Callable[[Any], None] | None = None

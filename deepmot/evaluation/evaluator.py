@@ -220,13 +220,19 @@ def summarize(results: list[SequenceResult], conv: Conventions = MODES["official
     """Final metrics of evaluated sequences -> ``({name: metrics}, combined metrics)``.
 
     COMBINED is TrackEval's: counts summed over sequences, ratios recomputed (HOTA per alpha, then
-    averaged); motmetrics' values come from its ``compute_overall``.
+    averaged); motmetrics' values come from its ``compute_overall``, except ``motp``: the
+    match-weighted mean over the sequences that have matches (motmetrics multiplies a match-less
+    sequence's NaN by 0 and gets NaN; NaN when no sequence has a match).
     """
     sequences = {r.name: _final(r.counts, r.mm_partial, r.hota, conv) for r in results}
     if not results:
         return sequences, {}
     overall = mm.metrics.create().compute_overall([r.mm_partial for r in results], metrics=_mm_metrics(conv),
                                                   return_dataframe=False)
+    matched = [(float(r.mm_partial["motp"]), int(r.mm_partial["num_detections"])) for r in results
+               if int(r.mm_partial["num_detections"]) > 0]
+    n_matched = sum(n for _, n in matched)
+    overall["motp"] = sum(m * n for m, n in matched) / n_matched if n_matched else float("nan")
     hres = hota_combine([r.hota for r in results]) if hota else None
     return sequences, _final(_sum_counts(results), overall, hres, conv)
 
@@ -260,22 +266,29 @@ def evaluate_tasks(tasks: list[SequenceTask], protocol: Protocol | str = "mot17"
     )
 
 
-def tasks_from_folders(results_dir, sequences, names: list[str] | None = None) -> tuple[list[SequenceTask], dict]:
+def tasks_from_folders(results_dir, sequences, names: list[str] | None = None,
+                       bad_sequences: dict[str, str] | None = None) -> tuple[list[SequenceTask], dict]:
     """Pair ``results_dir/<name>.txt`` with GT sequences (``SeqInfo`` list).
 
-    ``names``: sequences to evaluate (default: every result file). Returns ``(tasks, errors)``
-    where errors name result files without GT and requested sequences without a result file.
+    ``names``: sequences to evaluate (default: every result file and every GT sequence, as
+    TrackEval's sequence map does). ``bad_sequences``: name -> message of GT sequences that could
+    not be read (their ``seqinfo.ini``). Returns ``(tasks, errors)`` where errors name result files
+    without GT, GT sequences (or requested ones) without a result file, and the bad sequences.
     """
     results_dir = Path(results_dir)
     if not results_dir.is_dir():
         raise MissingDataError("results folder not found", results_dir)
     by_name = {s.name: s for s in sequences}
+    bad = dict(bad_sequences or {})
     files = {p.stem: p for p in sorted(results_dir.glob("*.txt"))}
-    wanted = names if names is not None else sorted(files)
+    wanted = names if names is not None else sorted(set(files) | set(by_name) | set(bad))
     tasks, errors = [], {}
     for n in wanted:
-        if n not in files:
-            errors[n] = str(MissingDataError("no result file for this sequence", results_dir / f"{n}.txt"))
+        if n in bad:
+            errors[n] = bad[n]
+        elif n not in files:
+            hint = "" if names is not None else " (name the sequences to evaluate with --seqs)"
+            errors[n] = str(MissingDataError(f"no result file for this sequence{hint}", results_dir / f"{n}.txt"))
         elif n not in by_name:
             errors[n] = str(MissingDataError("no GT sequence of this name in the data root", files[n]))
         else:

@@ -8,24 +8,46 @@ the target with :func:`os.replace`. An interruption mid-write leaves the previou
 from __future__ import annotations
 
 import os
+import pickle
 import random
+import warnings
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
 
 from deepmot.errors import DataFormatError
 from deepmot.fileio import atomic_write
-from deepmot.runtime.run import find_latest_checkpoint
+from deepmot.runtime.run import load_latest_checkpoint
 
-__all__ = ["save_checkpoint", "load_checkpoint", "training_state", "resume_training", "extract_state_dict", "rng_state", "set_rng_state",
-           "atomic_write"]
+__all__ = ["save_checkpoint", "check_finite_state", "load_checkpoint", "torch_load", "training_state",
+           "resume_training", "extract_state_dict", "rng_state", "set_rng_state", "atomic_write"]
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
-    """Write ``state`` (plain types, tensors, nested dicts/lists) to ``path`` atomically."""
+    """Write ``state`` (plain types, tensors, nested dicts/lists) to ``path`` atomically.
+
+    Refuses (``FloatingPointError``, nothing written) when ``state["model"]`` holds NaN or inf."""
+    if "model" in state:
+        check_finite_state(state["model"], f"{path} not written (did the training diverge?)")
     atomic_write(path, lambda f: torch.save(state, f))
+
+
+def check_finite_state(state: dict[str, Any], what: str) -> None:
+    """Raise ``FloatingPointError`` naming ``what`` and the first tensor of ``state`` (a model
+    state dict, possibly nested) that holds NaN or inf; a checkpoint of such weights is useless."""
+    stack = [("", state)]
+    while stack:
+        prefix, node = stack.pop()
+        items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, (list, tuple)) else ()
+        for k, v in items:
+            if isinstance(v, torch.Tensor):
+                if v.is_floating_point() and not bool(torch.isfinite(v).all()):
+                    bad = int((~torch.isfinite(v)).sum())
+                    raise FloatingPointError(f"{what}: weight {prefix}{k} holds {bad} NaN/inf value(s)")
+            elif isinstance(v, (dict, list, tuple)):
+                stack.append((f"{prefix}{k}.", v))
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
@@ -33,10 +55,23 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
+    return torch_load(path, map_location, "not a readable deepmot checkpoint")
+
+
+def torch_load(path: str | os.PathLike, map_location: str | torch.device = "cpu",
+               what: str = "not a readable torch file") -> Any:
+    """``torch.load(path, weights_only=True)`` without torch's warnings; a truncated, foreign or
+    code-pickling file raises :class:`DataFormatError` ``"<path>: <what> (<reason>)"`` in one line."""
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # corrupt file, or one holding arbitrary pickled objects
-        raise ValueError(f"{path}: not a readable deepmot checkpoint ({type(e).__name__}: {e})") from None
+        if isinstance(e, pickle.UnpicklingError) and "Weights only load failed" in str(e):
+            reason = "it pickles objects other than tensors and plain types, or is not a torch file"
+        else:
+            reason = (str(e).strip().splitlines() or [""])[0].split(". ")[0][:200]
+        raise DataFormatError(f"{what} ({type(e).__name__}: {reason})", path) from None
 
 
 def training_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, **extra: Any) -> dict[str, Any]:
@@ -46,21 +81,24 @@ def training_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, **e
 
 
 def resume_training(run_dir: str | os.PathLike, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                    map_location: str | torch.device = "cpu",
-                    required: bool = False) -> tuple[dict[str, Any], Path] | None:
-    """Continue from the newest checkpoint of ``run_dir`` (written with :func:`training_state`).
+                    map_location: str | torch.device = "cpu", required: bool = False,
+                    log: Callable[[str], None] | None = None) -> tuple[dict[str, Any], Path] | None:
+    """Continue from the newest loadable checkpoint of ``run_dir`` (written with :func:`training_state`).
 
     Loads the model and optimizer state, restores the global RNGs and returns ``(checkpoint,
     path)`` so the loop can take its own fields; None when the run has no checkpoint yet (an
-    error instead when ``required``). The one resume path of the DHN, SOT pre-training and
-    DeepMOT loops.
+    error instead when ``required``). A damaged ``last.pt`` falls back to the next newest
+    checkpoint, reported through ``log`` (:func:`~deepmot.runtime.run.load_latest_checkpoint`;
+    a one-line ``DataFormatError`` when none loads). The one resume path of the DHN, SOT
+    pre-training and DeepMOT loops.
     """
-    path = find_latest_checkpoint(run_dir)
-    if path is None:
+    found = load_latest_checkpoint(run_dir, map_location=map_location, log=log,
+                                   required=("model", "optimizer", "rng"))
+    if found is None:
         if required:
             raise FileNotFoundError(f"--resume: no checkpoint in {Path(run_dir) / 'checkpoints'}")
         return None
-    ck = load_checkpoint(path, map_location=map_location)
+    path, ck = found
     model.load_state_dict(ck["model"])
     optimizer.load_state_dict(ck["optimizer"])
     set_rng_state(ck["rng"])

@@ -12,7 +12,8 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
 
     ``"auto"``: CUDA device ``local_rank`` (modulo the device count) when CUDA is available,
     else the CPU; ``"cuda"``: the same CUDA device, an error without CUDA; ``"cuda:N"``: that
-    device; ``"cpu"``: the CPU. Raises ``ValueError`` for any other name.
+    device (an error when it does not exist); ``"cpu"``: the CPU. Raises ``ValueError`` for any
+    other name.
     """
     if name == "cpu":
         return torch.device("cpu")
@@ -23,5 +24,7 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
             return torch.device("cpu")
         raise ValueError(f"device={name!r} requested but CUDA is not available")
     if name.startswith("cuda:"):
+        if int(name[5:]) >= torch.cuda.device_count():
+            raise ValueError(f"device={name!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
         return torch.device(name)
     return torch.device("cuda", local_rank % max(torch.cuda.device_count(), 1))

@@ -21,12 +21,13 @@ import sys
 import time
 import weakref
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from deepmot.config import save_config
 from deepmot.progress import ConsoleHandler, is_main_process, progress
 
-__all__ = ["Run", "progress", "find_latest_checkpoint", "is_main_process"]
+__all__ = ["Run", "progress", "find_latest_checkpoint", "load_latest_checkpoint", "remove_stale_temp_files",
+           "is_main_process"]
 
 #: package loggers whose records an open run writes to its console and log.txt
 _PACKAGES = ("deepmot", "trackers")
@@ -36,12 +37,62 @@ _WROTE = re.compile(r" wrote [^:]*: (\S+)$")
 
 def find_latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
     """``<run_dir>/checkpoints/last.pt`` if present, else the newest ``*.pt`` there, else None."""
+    files = _checkpoints_newest_first(run_dir)
+    return files[0] if files else None
+
+
+def _checkpoints_newest_first(run_dir: str | os.PathLike) -> list[Path]:
     ckpt_dir = Path(run_dir) / "checkpoints"
     last = ckpt_dir / "last.pt"
-    if last.is_file():
-        return last
-    files = sorted(ckpt_dir.glob("*.pt"), key=lambda p: p.stat().st_mtime)
-    return files[-1] if files else None
+    others = sorted((p for p in ckpt_dir.glob("*.pt") if p.name != "last.pt"),
+                    key=lambda p: p.stat().st_mtime, reverse=True)
+    return ([last] if last.is_file() else []) + others
+
+
+def load_latest_checkpoint(run_dir: str | os.PathLike, map_location: Any = "cpu",
+                           log: Callable[[str], None] | None = None,
+                           required: Iterable[str] = ("model",)) -> tuple[Path, dict] | None:
+    """The newest loadable checkpoint of a run: ``last.pt``, else the other ``*.pt`` of
+    ``<run_dir>/checkpoints`` (``best.pt``, step checkpoints), newest first.
+
+    A damaged file (truncated, foreign, lacking a ``required`` key) is reported through ``log``
+    (naming it and the reason) and the next one is tried. Returns ``(path, state)``, None when the
+    run has no checkpoint, and raises :class:`~deepmot.errors.DataFormatError` (one line, naming
+    every damaged file) when none of them loads.
+    """
+    from deepmot.runtime.checkpoint import load_checkpoint
+    from deepmot.errors import DataFormatError
+
+    log = log or (lambda msg: None)
+    damaged = []
+    for path in _checkpoints_newest_first(run_dir):
+        try:
+            state = load_checkpoint(path, map_location=map_location)
+            missing = [k for k in required if not isinstance(state, dict) or k not in state]
+            if missing:
+                raise DataFormatError(f"not a training checkpoint (no {', '.join(missing)})", path)
+        except (DataFormatError, ValueError) as e:
+            damaged.append(path.name)
+            log(f"skipping a damaged checkpoint: {str(e).splitlines()[0]}")
+            continue
+        if damaged:
+            log(f"resuming from {path.name} instead of the damaged {', '.join(damaged)}")
+        return path, state
+    if damaged:
+        raise DataFormatError(f"--resume: no loadable checkpoint (damaged: {', '.join(damaged)})",
+                              Path(run_dir) / "checkpoints")
+    return None
+
+
+def remove_stale_temp_files(folder: str | os.PathLike) -> list[Path]:
+    """Delete the ``.<name>.*.tmp`` files an interrupted atomic write (:mod:`deepmot.fileio`)
+    left in ``folder``; returns what was removed. Only call it when no other process writes there."""
+    removed = []
+    for p in Path(folder).glob(".*.tmp"):
+        if p.is_file():
+            p.unlink(missing_ok=True)
+            removed.append(p)
+    return removed
 
 
 class Run:
@@ -129,6 +180,11 @@ class Run:
             busy = load_warning()
             if busy:
                 logger.warning("%s", busy)
+        if main and resume is not None:  # leftovers of a write that a kill interrupted
+            stale = remove_stale_temp_files(run_dir) + remove_stale_temp_files(run.checkpoint_dir)
+            if stale:
+                logger.info("removed %d temporary file(s) left by an interrupted write: %s", len(stale),
+                            ", ".join(p.name for p in stale))
         return run
 
     def wrote(self, path: str | os.PathLike, what: str = "file") -> None:

@@ -20,10 +20,17 @@ def _trainable(cfg: Any, ctx: TrainContext) -> Any:
     return build_trainable(cfg, ctx)
 
 
+def _check_trainable(cfg: Any) -> None:
+    from trackers.siamrpn.preflight import check_trainable
+
+    check_trainable(cfg)
+
+
 def _model(cfg: Any) -> Any:
     from trackers.siamrpn import build_siamrpn_tracker
 
     return build_siamrpn_tracker(cfg)
 
 
-PLUGIN = TrackerPlugin("siamrpn", build_inference=_inference, build_trainable=_trainable, build_model=_model)
+PLUGIN = TrackerPlugin("siamrpn", build_inference=_inference, build_trainable=_trainable, build_model=_model,
+                       check_trainable=_check_trainable)

@@ -17,14 +17,17 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated, Literal
 
 import numpy as np
 import torch
 
 from deepmot.boxes import box_iou, xywh_to_xyxy
-from deepmot.config import ConfigError, config_to_dict, load_config
+from deepmot.config import (ConfigError, Fraction, NonNegative, NonNegativeInt, Positive, PositiveInt, Range,
+                            config_to_dict, load_config)
 from deepmot.datasets.mot import gt_sequences, read_gt
-from deepmot.runtime.checkpoint import atomic_write, resume_training, save_checkpoint, training_state
+from deepmot.runtime.checkpoint import (atomic_write, check_finite_state, resume_training, save_checkpoint,
+                                        training_state)
 from deepmot.runtime.preempt import PreemptionGuard
 from deepmot.runtime.run import Run
 from deepmot.runtime.seed import seed_everything
@@ -56,25 +59,25 @@ class PretrainConfig:
     exclude: list[str] = field(default_factory=list)  # sequences (e.g. MOT17-11) kept out of training
     eval_split: str = "test"
     eval_sequences: list[str] = field(default_factory=list)  # evaluate only these (default: all)
-    min_vis: float = 0.5                 # GT boxes less visible than this are not cut into pairs
-    hard_negatives: float = 0.0          # share of negative pairs taken from the same scene
-    drift: float = 0.0                   # share of pairs cut where the tracker looked when it failed
+    min_vis: Fraction = 0.5              # GT boxes less visible than this are not cut into pairs
+    hard_negatives: Fraction = 0.0       # share of negative pairs taken from the same scene
+    drift: Fraction = 0.0                # share of pairs cut where the tracker looked when it failed
     drift_track: dict = field(default_factory=lambda: {"window_influence": 0.15, "lr": 0.1})
-    hard_anchors: int = 0                # per pair, this many top-scoring background anchors added as negatives
-    steps: int = 300                     # the fast recipe: ~3 min on 2 idle CPU cores (tiny model)
-    batch_size: int = 16
-    optimizer: str = "adam"              # "adam" (AdamW) or "sgd" (momentum, PySOT's choice)
-    base_lr: float = 0.003
-    end_lr: float = 0.0001               # log-linear decay from base_lr to end_lr
-    warmup_steps: int = 20
-    momentum: float = 0.9                # SGD momentum / Adam beta1
-    weight_decay: float = 1e-4
-    grad_clip: float = 10.0
-    seed: int = 0
-    threads: int = 2
-    log_every: int = 10
-    checkpoint_every: int = 100
-    eval_max_tracks: int | None = None   # None: every test object
+    hard_anchors: NonNegativeInt = 0     # per pair, this many top-scoring background anchors added as negatives
+    steps: PositiveInt = 300             # the fast recipe: ~3 min on 2 idle CPU cores (tiny model)
+    batch_size: PositiveInt = 16
+    optimizer: Literal["adam", "sgd"] = "adam"  # "adam" (AdamW) or "sgd" (momentum, PySOT's choice)
+    base_lr: Positive = 0.003
+    end_lr: Positive = 0.0001            # log-linear decay from base_lr to end_lr
+    warmup_steps: NonNegativeInt = 20
+    momentum: Annotated[float, Range(ge=0, lt=1)] = 0.9  # SGD momentum / Adam beta1
+    weight_decay: NonNegative = 1e-4
+    grad_clip: Positive = 10.0
+    seed: NonNegativeInt = 0
+    threads: PositiveInt = 2
+    log_every: PositiveInt = 10
+    checkpoint_every: PositiveInt = 100
+    eval_max_tracks: PositiveInt | None = None  # None: every test object
     out: str = "weights/siamrpn_pretrained.pth"
     runs_root: str = "runs"
 
@@ -124,7 +127,7 @@ def _train(cfg: PretrainConfig, resume: str | None, run: Run, model: SiamRPN, sa
     rng = np.random.default_rng(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     start = 0
-    resumed = resume_training(run.dir, model, opt) if resume else None
+    resumed = resume_training(run.dir, model, opt, log=run.logger.warning) if resume else None
     if resumed is not None:
         ck, ckpt_path = resumed
         start = int(ck["step"])
@@ -180,6 +183,7 @@ def _train(cfg: PretrainConfig, resume: str | None, run: Run, model: SiamRPN, sa
         guard.check(lambda: preempted(step + 1))
     guard.restore()
     out = Path(cfg.out)
+    check_finite_state(model.state_dict(), f"{out} not written (did the training diverge?)")
     atomic_write(out, lambda f: torch.save(model.state_dict(), f))
     run.wrote(out, "SOT weights")
     return model.eval(), run.dir
