@@ -13,6 +13,14 @@ the ``--detections`` variants, writes ``<out>/<sequence>.txt``, prints the track
 evaluates; ``--workers N`` tracks N sequences at once in worker processes. ``--vis`` writes
 ``<out>/vis/<sequence>.mp4``. Data: ``--data``, else ``data/MOT17``, else the built-in synthetic
 set (generated once into ``data/synthetic``).
+``--detector [CKPT]`` is the detection mode: a detector checkpoint of ``train.py --detector`` (default:
+the shipped trackers/detection/weights/detector_tiny_synthetic.pth) runs on the ``--split`` frames,
+COCO AP / AP50 / AP75 / recall are printed and ``<out>/<split>/<sequence>/det/det.txt`` written (a
+MOTChallenge tree: ``--data <out>`` then tracks on these private detections).
+With ``--results`` every sequence of the split needs a result file (as in TrackEval); a missing
+file, a malformed result file or a sequence with a broken ``seqinfo.ini`` is reported (in the
+table and as one ``error:`` line on stderr each) and the other sequences are still evaluated;
+``--seqs`` limits the evaluation to the sequences named.
 Exit status: 0 all sequences evaluated, 1 some sequence failed (named in the report), 2 bad usage.
 """
 
@@ -34,6 +42,8 @@ HALF_SPLITS = {"half-val": ("train", "val-half"), "half-train": ("train", "train
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from trackers import available_trackers
+
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--results", type=Path, help="folder of result files <sequence>.txt to evaluate "
                                                 "(without it: run --tracker first)")
@@ -41,12 +51,14 @@ def build_parser() -> argparse.ArgumentParser:
                                              "data/MOT17, else data/synthetic (generated once)")
     p.add_argument("--split", default=None, help="train | test | half-val | half-train | any split folder "
                                                  "(default: train with --results, test when running a tracker)")
-    p.add_argument("--seqs", nargs="+", help="evaluate only these sequences (default: every result file / sequence)")
+    p.add_argument("--seqs", nargs="+", help="evaluate only these sequences (default: every sequence of the split\n"
+                                             "and every result file; one without the other is reported, exit 1)")
     p.add_argument("--out", type=Path, help="write results/summary here (default: the results folder; "
                                             "runs/eval/<tracker>-<time> when running a tracker)")
     p.add_argument("--workers", type=int, default=1,
-                   help="N processes over sequences: scoring result files (--results) or running the tracker\n"
-                        "(each worker then uses --threads torch threads, default cores // N)")
+                   help="N processes over sequences: scoring result files (--results, whole sequences or\n"
+                        "half splits) or running the tracker and scoring its files (each tracking worker\n"
+                        "then uses --threads torch threads, default cores // N)")
     p.add_argument("--mode", choices=["official", "motmetrics"], default="official",
                    help="official: TrackEval's conventions (default); motmetrics: py-motmetrics 1.4.0's")
     p.add_argument("--protocol", choices=["mot17", "mot16", "mot20", "none"], default="mot17",
@@ -56,8 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frag-rule", choices=["trackeval", "motmetrics"], help="override the fragmentation rule")
     p.add_argument("--no-hota", action="store_true", help="skip HOTA (computed with the trackeval package)")
     p.add_argument("--vis", action="store_true", help="write <out>/vis/<sequence>.mp4 with ids and FP/FN/IDSW markers")
+    p.add_argument("--detector", nargs="?", const="shipped", type=Path, metavar="CKPT",
+                   help="detection mode: COCO AP of this detector checkpoint (default: the shipped one) on --split,\n"
+                        "and private detections <out>/<split>/<sequence>/det/det.txt")
     g = p.add_argument_group("running a tracker")
-    g.add_argument("--tracker", help="tracker name (default: siamrpn, or the config's)")
+    g.add_argument("--tracker", choices=available_trackers(),
+                   help="tracker name from the registry (default: siamrpn, or the config's)")
     g.add_argument("--checkpoint", type=Path, help="SOT weights (default for siamrpn: weights/siamrpn_pretrained.pth, "
                                                    "the output of `python -m trackers.siamrpn.pretrain`, else the "
                                                    "shipped trackers/siamrpn/weights/siamrpn_alex_tiny_synthetic.pth)")
@@ -104,28 +120,27 @@ def _write_videos(seqs, paths: dict, out: Path, protocol: str) -> None:
 
 
 def _results_mode(args) -> int:
-    from deepmot.datasets.mot import discover_sequences
-    from deepmot.engine.inference import evaluate_results
+    from dataclasses import replace
+
+    from deepmot.datasets.mot import discover_sequences, half_frame_range
     from deepmot.errors import DataFormatError, MissingDataError
     from deepmot.evaluation import evaluate_tasks, format_report, tasks_from_folders, write_summary
 
     folder, frame_range = _split(args, "train")
     try:
         root = _data_root(args)
-        sequences = discover_sequences(root, folder)
-        tasks, errors = tasks_from_folders(args.results, sequences, args.seqs)
+        bad: dict[str, str] = {}  # sequences whose seqinfo.ini is broken: reported, the others evaluated
+        sequences = discover_sequences(root, folder, errors=bad)
+        tasks, errors = tasks_from_folders(args.results, sequences, args.seqs, bad)
     except (DataFormatError, MissingDataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if not tasks and not errors:
         print(f"error: no result files (*.txt) in {args.results}", file=sys.stderr)
         return 2
-    if frame_range is None:
-        ev = evaluate_tasks(tasks, args.protocol, _conventions(args), workers=args.workers, hota=not args.no_hota)
-    else:
-        names = {t.name for t in tasks}
-        ev = evaluate_results({t.name: Path(t.results_path) for t in tasks}, [s for s in sequences if s.name in names],
-                              frame_range, args.protocol, _conventions(args), not args.no_hota)
+    if frame_range is not None:   # a half split: the same files, scored on a window of frames
+        tasks = [replace(t, frames=half_frame_range(t.num_frames, frame_range)) for t in tasks]
+    ev = evaluate_tasks(tasks, args.protocol, _conventions(args), workers=args.workers, hota=not args.no_hota)
     ev.errors.update(errors)
     print(format_report(ev))
     out = args.out or args.results
@@ -136,6 +151,13 @@ def _results_mode(args) -> int:
 
         seqs = [Sequence(s, detections=None, frame_range=frame_range) for s in sequences if s.name in ev.sequences]
         _write_videos(seqs, {n: args.results / f"{n}.txt" for n in ev.sequences}, out, args.protocol)
+    return _report_errors(ev)
+
+
+def _report_errors(ev) -> int:
+    """One ``error:`` line on stderr per sequence that was not evaluated; the exit status."""
+    for name, msg in ev.errors.items():
+        print(f"error: {name} not evaluated: {msg}", file=sys.stderr)
     return 1 if ev.errors else 0
 
 
@@ -186,9 +208,11 @@ def _tracker_mode(args) -> int:
     dets = [d.strip() for d in args.detections.split(",") if d.strip()]
     try:
         root = _data_root(args)
-        infos = discover_sequences(root, folder, detections=dets)
+        bad: dict[str, str] = {}  # sequences whose seqinfo.ini is broken: reported, the others run
+        infos = discover_sequences(root, folder, detections=dets, errors=bad)
         if args.seqs:
-            missing = sorted(set(args.seqs) - {s.name for s in infos})
+            bad = {n: m for n, m in bad.items() if n in set(args.seqs)}
+            missing = sorted(set(args.seqs) - {s.name for s in infos} - set(bad))
             if missing:
                 raise MissingDataError(f"sequence(s) {missing} not found in split '{folder}'", root)
             infos = [s for s in infos if s.name in set(args.seqs)]
@@ -197,6 +221,10 @@ def _tracker_mode(args) -> int:
     except (DataFormatError, MissingDataError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if not seqs:
+        for name, msg in bad.items():
+            print(f"error: {name} not evaluated: {msg}", file=sys.stderr)
+        return 1
     parallel = args.workers > 1 and len(seqs) > 1
     if args.threads and not parallel:  # workers set their own
         import torch
@@ -208,21 +236,30 @@ def _tracker_mode(args) -> int:
     save_config(cfg, out / "config.yaml")
     print(f"running {cfg.tracker} ({cfg.model}, weights {ckpt}) on {len(seqs)} sequence(s) of {root}/{folder}"
           + (f" [{frame_range}]" if frame_range else "") + f" -> {out}")
+    from deepmot.machine import describe, load_warning
+
+    print(describe(cfg.device))
+    if load_warning():
+        print(f"warning: {load_warning()}", file=sys.stderr)
     if parallel:
         print(f"tracking in {min(args.workers, len(seqs))} worker processes")
         build = functools.partial(build_mot_factory, cfg, str(ckpt))
         inf = run_inference_parallel(build, infos, out, workers=args.workers, threads=args.threads,
                                      frame_range=frame_range)
     else:
-        inf = run_inference(factory, seqs, None, out)
+        inf = run_inference(factory, seqs, out)
     print(format_timing(inf))
     with_gt = [s for s in seqs if s.gt_rows is not None]
     if not with_gt:
         print(f"no GT in split '{folder}': wrote result files only (valid MOTChallenge submissions) in {out}")
         if args.vis:
             _write_videos(seqs, inf.paths, out, args.protocol)
-        return 0
-    ev = evaluate_results(inf.paths, with_gt, frame_range, args.protocol, _conventions(args), not args.no_hota)
+        for name, msg in bad.items():
+            print(f"error: {name} not run: {msg}", file=sys.stderr)
+        return 1 if bad else 0
+    ev = evaluate_results(inf.paths, with_gt, frame_range, args.protocol, _conventions(args), not args.no_hota,
+                          workers=args.workers)
+    ev.errors.update(bad)
     print()
     print(format_report(ev))
     csv_path, json_path = write_summary(ev, out)
@@ -230,7 +267,7 @@ def _tracker_mode(args) -> int:
     print(f"wrote {csv_path} and {json_path}")
     if args.vis:
         _write_videos(seqs, inf.paths, out, args.protocol)
-    return 1 if ev.errors else 0
+    return _report_errors(ev)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -238,6 +275,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.workers < 1:
         print("error: --workers must be >= 1", file=sys.stderr)
         return 2
+    if args.detector is not None:  # detection mode lives in trackers/detection
+        from trackers.detection.cli import SHIPPED, evaluate_main
+
+        folder, frame_range = _split(args, "test")
+        try:
+            root = _data_root(args)
+        except FileNotFoundError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        ckpt = SHIPPED if str(args.detector) == "shipped" else args.detector
+        return evaluate_main(ckpt, root, folder, frame_range, args.out, threads=args.threads)
     if args.results is not None:
         if args.tracker or args.checkpoint:
             print("error: --results evaluates existing files; drop it to run --tracker/--checkpoint", file=sys.stderr)

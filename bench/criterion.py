@@ -8,8 +8,12 @@
    from py-motmetrics (IoU >= 0.5). Prints Spearman/Pearson correlations and saves a scatter
    plot. ``--dhn PATH`` (default: the shipped ``DeepHungarianNet.pretrained()``), or
    ``--dhn hungarian`` for the exact 0/1 gated matching as an upper-bound reference.
+3. ``assignment``: the whole criterion, forward and forward + backward, with each soft
+   assignment (the DHN, ``--dhn`` or the shipped weights; the log-domain Sinkhorn at its default
+   and a few other iteration counts) and gate, at 10 and 30 targets, float32 as in training.
+   Agreement with the exact matching on real training frames is ``bench/learning_signal.py``.
 
-    python bench/criterion.py [--part timing|correlation|all] [--dhn PATH|hungarian]
+    python bench/criterion.py [--part timing|correlation|assignment|all] [--dhn PATH|hungarian]
 """
 
 from __future__ import annotations
@@ -103,6 +107,17 @@ def best_of(fn, reps: int) -> float:
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
+    return 1e3 * min(times)
+
+
+def best_cpu(fn, reps: int) -> float:
+    """Best (minimum) process CPU time of ``fn()`` in ms over ``reps`` runs (steadier than wall
+    time when other jobs share the cores; with one torch thread it is the single-core time)."""
+    times = []
+    for _ in range(reps):
+        t0 = time.process_time()
+        fn()
+        times.append(time.process_time() - t0)
     return 1e3 * min(times)
 
 
@@ -274,10 +289,43 @@ def run_correlation(dhn_spec: str | None, n_trackers: int, seed: int, plot: Path
     print(f"scatter plot: {plot}")
 
 
+# ------------------------------------------------------------------ 3. assignment variants
+def run_assignment(dhn_spec: str | None, sizes=(10, 30)) -> None:
+    """Print forward and forward + backward times of the criterion per soft assignment and gate."""
+    dhn = load_dhn(dhn_spec)
+    base = dict(delta=0.7, temperature=10.0)
+    variants = [("dhn", "hard", {}), ("dhn", "soft", {}),
+                ("sinkhorn", "hard", {}), ("sinkhorn", "soft", {}),
+                ("sinkhorn", "soft", {"sinkhorn_iters": 20}), ("sinkhorn", "soft", {"sinkhorn_iters": 100})]
+    print("\nDeepMOT criterion per soft assignment (1 thread, float32, delta 0.7, s 10; best-of-N CPU ms)")
+    print(f"{'size':>7} {'assignment':>10} {'gate':>5} {'iters':>5} {'fwd ms':>8} {'fwd+bwd ms':>11} {'FP~+FN~':>8}")
+    for size in sizes:
+        tr, tids, gt, gids, mem = timing_frame(size, seed=size)
+        tr, gt = tr.float(), gt.float()
+        memory = IdentityMemory().update(torch.tensor(list(mem)), torch.tensor(list(mem.values())))
+        reps = 20 if size <= 10 else 8
+        for assignment, gate, extra in variants:
+            crit = DeepMOTLoss(dhn if assignment == "dhn" else None, assignment=assignment, gate=gate,
+                               **base, **extra)
+
+            def step(bwd: bool, crit=crit):
+                x = tr.clone().requires_grad_(bwd)
+                o = crit(x, tids, gt, gids, IMAGE, memory)
+                if bwd:
+                    o.loss.backward()
+                return o
+
+            o = step(False)
+            tf, tb = best_cpu(lambda: step(False), reps), best_cpu(lambda: step(True), reps)
+            iters = str(crit.sinkhorn_iters) if assignment == "sinkhorn" else "-"
+            print(f"{size}x{size:<4} {assignment:>10} {gate:>5} {iters:>5} {tf:8.2f} {tb:11.2f} "
+                  f"{float(o.fp + o.fn):8.3f}", flush=True)
+
+
 def main() -> None:
     """Command-line entry: parse arguments and run the selected parts."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--part", choices=["timing", "correlation", "all"], default="all")
+    p.add_argument("--part", choices=["timing", "correlation", "assignment", "all"], default="all")
     p.add_argument("--dhn", default=None, help="DHN weights path, or 'hungarian' (default: shipped)")
     p.add_argument("--trackers", type=int, default=60, help="number of synthetic trackers")
     p.add_argument("--seed", type=int, default=0)
@@ -288,6 +336,8 @@ def main() -> None:
         run_timing()
     if a.part in ("correlation", "all"):
         run_correlation(a.dhn, a.trackers, a.seed, a.plot)
+    if a.part in ("assignment", "all"):
+        run_assignment(a.dhn)
 
 
 if __name__ == "__main__":

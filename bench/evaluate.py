@@ -2,9 +2,11 @@
 pipeline, on the MOT17-09 fixture (Lif_T) and on a larger synthetic MOT17-format set.
 
     python bench/evaluate.py [--fixtures ../shared/fixtures/mot17] [--seqs 4 --frames 600 --objects 30]
+    python bench/evaluate.py --memory 200 [--tree OLD_CHECKOUT]    # peak RSS reading a 200 MB result file
 
-Prints one table (seconds, best of ``--repeat``). All pipelines include reading the files; the
-first row times our readers alone (``read_gt`` + ``read_results`` on every sequence).
+Prints one table: wall seconds (best of ``--repeat``), CPU seconds per run (all processes; the
+steadier measure on a shared machine) and peak resident memory, each pipeline in a fresh process.
+All pipelines include reading the files; the first row times our readers alone (``read_gt`` + ``read_results`` on every sequence).
 motmetrics' pipeline is ``io.loadtxt`` + ``utils.compare_to_groundtruth`` + ``compute_many``
 (numpy 2 needs the ``np.asfarray`` shim; no MOT17 preprocessing: it is motmetrics' own protocol).
 """
@@ -12,6 +14,8 @@ motmetrics' pipeline is ``io.loadtxt`` + ``utils.compare_to_groundtruth`` + ``co
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -20,7 +24,8 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+# The code under test: this checkout, or the one ``--tree`` names (set for the child processes).
+sys.path.insert(0, os.environ.get("DEEPMOT_BENCH_TREE", str(REPO)))
 
 from deepmot.datasets.mot import (  # noqa: E402
     SeqInfo,
@@ -129,8 +134,110 @@ def run_motmetrics(gt_fol: Path, trk_fol: Path) -> float:
     return time.perf_counter() - t0
 
 
+def big_results(path: Path, megabytes: float, seed: int = 0) -> int:
+    """Write a valid result file of about ``megabytes`` MB (1e6 bytes; 10 columns, MOT20-like
+    crowds of 900 boxes per frame) -> its row count."""
+    rng = np.random.default_rng(seed)
+    rows, size, frame = 0, 0, 1
+    with open(path, "w") as f:
+        while size < megabytes * 1e6:
+            xy, wh = rng.uniform(0, 1800, (900, 2)), rng.uniform(20, 200, (900, 2))
+            text = "".join(f"{frame},{i + 1},{x:.2f},{y:.2f},{w:.2f},{h:.2f},{c:.4f},-1,-1,-1\n"
+                           for i, (x, y, w, h, c) in enumerate(zip(*xy.T, *wh.T, rng.random(900))))
+            f.write(text)
+            rows, size, frame = rows + 900, size + len(text), frame + 1
+    return rows
+
+
+def vm_hwm() -> float:
+    """This process's peak resident set (MiB), ``VmHWM`` of ``/proc/self/status`` (Linux). Unlike
+    ``ru_maxrss`` it is not inherited from the parent across fork + exec."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
+_PEAK = """
+import sys, time
+from pathlib import Path
+from deepmot.datasets.mot import read_results
+def hwm():
+    return next(int(l.split()[1]) for l in Path("/proc/self/status").read_text().splitlines() if l.startswith("VmHWM:"))
+base = hwm()
+t = time.perf_counter()
+rows = read_results(sys.argv[1])
+print(len(rows), base, hwm(), time.perf_counter() - t)
+"""
+
+
+def peak_memory(path: Path, tree: Path) -> dict:
+    """Peak RSS (MB) of a fresh process that imports ``tree``'s readers and then reads ``path``
+    with ``read_results``; ``base`` is its peak after the imports alone."""
+    env = dict(os.environ, PYTHONPATH=str(tree))
+    out = subprocess.run([sys.executable, "-c", _PEAK, str(path)], env=env, cwd=tree, check=True,
+                         capture_output=True, text=True).stdout.split()
+    rows, base, peak, sec = int(out[0]), int(out[1]) / 1024, int(out[2]) / 1024, float(out[3])
+    return {"rows": rows, "base": base, "peak": peak, "sec": sec}
+
+
+def memory_table(megabytes: float, trees: list[Path]) -> None:
+    """Print peak RSS reading a generated result file of ``megabytes`` MB, once per code tree."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "big.txt"
+        rows = big_results(path, megabytes)
+        size = path.stat().st_size / 2**20
+        print(f"result file: {size:.0f} MiB, {rows} rows; load {os.getloadavg()[0]:.1f}")
+        print(f"{'code':<40} {'read s':>7} {'RSS after import MiB':>21} {'peak RSS MiB':>13} {'peak / file':>12}")
+        for tree in trees:
+            r = peak_memory(path, tree)
+            assert r["rows"] == rows, (r["rows"], rows)
+            print(f"{str(tree)[-40:]:<40} {r['sec']:>7.2f} {r['base']:>21.0f} {r['peak']:>13.0f} "
+                  f"{r['peak'] / size:>11.2f}x", flush=True)
+
+
 def best(fn, repeat: int) -> float:
     return min(fn() for _ in range(repeat))
+
+
+PIPELINES = {
+    "read": ("deepmot: reading the text files only", lambda g, t: run_read(g, t)),
+    "ours1": ("deepmot official, 1 worker", lambda g, t: run_ours(g, t, 1)),
+    "ours2": ("deepmot official, 2 workers", lambda g, t: run_ours(g, t, 2)),
+    "oursmm": ("deepmot motmetrics mode, 1 worker", lambda g, t: run_ours(g, t, 1, "motmetrics")),
+    "trackeval": ("trackeval 1.3.0 (HOTA+CLEAR+Identity), serial", lambda g, t: run_trackeval(g, t)),
+    "motmetrics": ("motmetrics 1.4.0 compare_to_groundtruth+compute_many", lambda g, t: run_motmetrics(g, t)),
+}
+
+
+def run_one(key: str, gt_fol: Path, trk_fol: Path, repeat: int) -> None:
+    """Child process: time one pipeline, print the best wall seconds of ``repeat`` runs, the CPU
+    seconds per run (this process and its workers, user + system), and the peak RSS (MiB) of this
+    process (``VmHWM``) and of its largest finished child (the forked worker processes;
+    ``ru_maxrss``, which counts the pages they share with this process too)."""
+    import resource
+
+    def cpu() -> float:
+        own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+        return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+    c0 = cpu()
+    sec = best(lambda: PIPELINES[key][1](gt_fol, trk_fol), repeat)
+    cpu_sec = (cpu() - c0) / repeat
+    own = vm_hwm()
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    print(sec, cpu_sec, own, kids)
+
+
+def measure(key: str, gt_fol: Path, trk_fol: Path, repeat: int,
+            tree: Path = REPO) -> tuple[float, float, float, float]:
+    """Run :func:`run_one` in a fresh process with ``tree``'s code -> (seconds, CPU seconds, peak
+    MiB, worker peak MiB)."""
+    env = dict(os.environ, PYTHONPATH=str(tree), DEEPMOT_BENCH_TREE=str(tree))
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--one", key, str(gt_fol), str(trk_fol),
+           "--repeat", str(repeat)]
+    out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout.split()
+    return float(out[-4]), float(out[-3]), float(out[-2]), float(out[-1])
 
 
 def main() -> None:
@@ -139,30 +246,47 @@ def main() -> None:
     p.add_argument("--seqs", type=int, default=4)
     p.add_argument("--frames", type=int, default=600)
     p.add_argument("--objects", type=int, default=30)
+    p.add_argument("--crowd", type=int, nargs=3, default=[4, 3000, 150], metavar=("SEQS", "FRAMES", "OBJECTS"),
+                   help="MOT20-like crowded synthetic set (0 0 0: skip it); motmetrics' own pipeline is "
+                        "not run on it (its per-frame loop takes minutes)")
     p.add_argument("--repeat", type=int, default=2)
+    p.add_argument("--pipelines", nargs="+", default=list(PIPELINES), choices=list(PIPELINES))
+    p.add_argument("--memory", type=float, metavar="MB",
+                   help="instead of timing: peak RSS of read_results on a generated MB-sized result file")
+    p.add_argument("--tree", type=Path, nargs="*", default=[],
+                   help="other code trees (e.g. an old checkout) measured too: with --memory, and for the "
+                        "'ours1' pipeline when timing")
+    p.add_argument("--one", nargs=3, metavar=("PIPELINE", "GT", "TRK"), help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.one:
+        run_one(args.one[0], Path(args.one[1]), Path(args.one[2]), args.repeat)
+        return
+    if args.memory:
+        memory_table(args.memory, [REPO, *args.tree])
+        return
     datasets = []
     if args.fixtures.is_dir():
         datasets.append(("MOT17-09 x3 (Lif_T)", args.fixtures / "train", args.fixtures / "results" / "Lif_T"))
     tmp = tempfile.TemporaryDirectory()
-    g, t = synthetic(Path(tmp.name), args.seqs, args.frames, args.objects)
+    g, t = synthetic(Path(tmp.name) / "small", args.seqs, args.frames, args.objects)
     datasets.append((f"synthetic {args.seqs}x{args.frames}f x{args.objects} obj", g, t))
-    rows = []
+    if all(args.crowd):
+        g, t = synthetic(Path(tmp.name) / "crowd", *args.crowd)
+        datasets.append(("crowd {}x{}f x{} obj".format(*args.crowd), g, t))
+    print(f"best of {args.repeat}, each pipeline in a fresh process; load average at start "
+          f"{os.getloadavg()[0]:.1f}")
+    print(f"{'data':<30} {'pipeline':<54} {'seconds':>8} {'CPU s':>8} {'peak RSS MiB':>13} {'worker peak':>12}",
+          flush=True)
     for label, gt_fol, trk_fol in datasets:
-        times = {
-            "deepmot: reading the text files only": best(lambda: run_read(gt_fol, trk_fol), args.repeat),
-            "deepmot official, 1 worker": best(lambda: run_ours(gt_fol, trk_fol, 1), args.repeat),
-            "deepmot official, 2 workers": best(lambda: run_ours(gt_fol, trk_fol, 2), args.repeat),
-            "deepmot motmetrics mode, 1 worker": best(lambda: run_ours(gt_fol, trk_fol, 1, "motmetrics"), args.repeat),
-            "trackeval 1.3.0 (HOTA+CLEAR+Identity), serial": best(lambda: run_trackeval(gt_fol, trk_fol), args.repeat),
-            "motmetrics 1.4.0 compare_to_groundtruth+compute_many": best(lambda: run_motmetrics(gt_fol, trk_fol),
-                                                                         args.repeat),
-        }
-        rows += [(label, k, v) for k, v in times.items()]
-    w = max(len(r[1]) for r in rows)
-    print(f"{'data':<34} {'pipeline':<{w}} {'seconds':>8}")
-    for label, k, v in rows:
-        print(f"{label:<34} {k:<{w}} {v:8.2f}")
+        jobs = [(k, REPO) for k in args.pipelines] + [("ours1", tree) for tree in args.tree if "ours1" in args.pipelines]
+        for key, tree in jobs:
+            if key == "motmetrics" and label.startswith("crowd"):
+                continue
+            name = PIPELINES[key][0] + ("" if tree == REPO else f" [{tree}]")
+            sec, cpu, own, kids = measure(key, gt_fol, trk_fol, args.repeat, tree)
+            print(f"{label:<30} {name:<54} {sec:8.2f} {cpu:8.2f} {own:13.0f} "
+                  f"{kids if kids > 0 else float('nan'):12.0f}", flush=True)
+    print(f"load average at end {os.getloadavg()[0]:.1f}")
     tmp.cleanup()
 
 

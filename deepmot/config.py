@@ -7,29 +7,100 @@ Unknown keys are errors (a typo must not be silently ignored). A dotted key that
 mapping-valued field sets one entry and keeps the others (``mot.detector_scores.FRCNN=[0, 0.6]``
 leaves ``DPM`` and ``SDP`` as the file or the defaults have them); setting the field itself
 (``mot.detector_scores={FRCNN: [0, 0.6]}``) replaces the whole mapping.
+
+Validation happens here, in one place, for every config class: every float must be finite, a
+field annotated ``Annotated[float, Range(...)]`` (or one of the aliases :data:`Positive`,
+:data:`NonNegative`, :data:`Fraction`, :data:`PositiveInt`, :data:`NonNegativeInt`) must lie in
+its bounds, a ``Literal[...]`` field must hold one of its values, and the checks that involve
+several fields live in the class's ``__post_init__`` (a ``ValueError`` raised there is reported
+as a :class:`ConfigError` naming the key).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import typing
 from pathlib import Path
 from types import UnionType
-from typing import Any, Iterable, TypeVar
+from typing import Annotated, Any, Iterable, Literal, TypeVar
 
 import yaml
 
 from deepmot.fileio import atomic_write_text
 
 __all__ = ["ConfigError", "load_config", "config_to_dict", "config_from_dict", "save_config",
-           "apply_overrides"]
+           "apply_overrides", "Range", "Check", "check_device", "Device", "Positive", "NonNegative",
+           "Fraction", "PositiveInt", "NonNegativeInt"]
 
 T = TypeVar("T")
 
 
 class ConfigError(ValueError):
-    """A config file or override names an unknown key or holds a value of the wrong type."""
+    """A config file or override names an unknown key or holds a value of the wrong type or range."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Range:
+    """Bounds of a numeric config field, declared next to it: ``lr: Annotated[float, Range(gt=0)]``.
+
+    ``ge``/``gt``: lower bound (inclusive / exclusive); ``le``/``lt``: upper bound. None = unbounded.
+    """
+
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+
+    def check(self, value: float, where: str) -> None:
+        """Raise :class:`ConfigError` naming ``where`` unless ``value`` lies in the bounds."""
+        ok = ((self.ge is None or value >= self.ge) and (self.gt is None or value > self.gt)
+              and (self.le is None or value <= self.le) and (self.lt is None or value < self.lt))
+        if not ok:
+            raise ConfigError(f"{where}: {value!r} is out of range (must be {self})")
+
+    def __str__(self) -> str:
+        parts = [f"{op} {v:g}" for op, v in ((">=", self.ge), (">", self.gt), ("<=", self.le),
+                                             ("<", self.lt)) if v is not None]
+        return " and ".join(parts) or "any number"
+
+
+@dataclasses.dataclass(frozen=True)
+class Check:
+    """A check of a config value beyond its type and range, declared with ``Annotated[str, Check(fn)]``:
+    ``fn(value)`` raises ``ValueError`` saying what is wrong."""
+
+    fn: Any
+
+    def check(self, value: Any, where: str) -> None:
+        """Raise :class:`ConfigError` naming ``where`` when ``fn`` refuses ``value``."""
+        try:
+            self.fn(value)
+        except ValueError as e:
+            raise ConfigError(f"{where}: {e}") from None
+
+
+def check_device(value: str) -> None:
+    """Accept ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` when that device exists; else ValueError
+    (the rules of :func:`deepmot.runtime.device.resolve_device`, which the loops use)."""
+    from deepmot.runtime.device import resolve_device
+
+    resolve_device(value)
+
+
+#: A device name, checked against the machine (:func:`check_device`).
+Device = Annotated[str, Check(check_device)]
+#: A float > 0 (learning rates, temperatures, sizes).
+Positive = Annotated[float, Range(gt=0)]
+#: A float >= 0 (loss weights, probabilities of augmentations without an upper bound).
+NonNegative = Annotated[float, Range(ge=0)]
+#: A float in [0, 1] (shares, probabilities, IoU thresholds).
+Fraction = Annotated[float, Range(ge=0, le=1)]
+#: An int >= 1 (counts, steps, sizes).
+PositiveInt = Annotated[int, Range(ge=1)]
+#: An int >= 0 (counts where 0 disables).
+NonNegativeInt = Annotated[int, Range(ge=0)]
 
 
 def config_to_dict(cfg: Any) -> dict:
@@ -53,12 +124,17 @@ _UNIONS = (typing.Union, UnionType)  # Optional[X] and X | None
 
 
 def _field_types(cls) -> dict[str, Any]:
-    hints = typing.get_type_hints(cls)
+    hints = typing.get_type_hints(cls, include_extras=True)
     return {f.name: hints.get(f.name, Any) for f in dataclasses.fields(cls)}
 
 
 def _is_dataclass_type(tp) -> bool:
+    tp = _strip_annotated(tp)
     return isinstance(tp, type) and dataclasses.is_dataclass(tp)
+
+
+def _strip_annotated(tp: Any) -> Any:
+    return typing.get_args(tp)[0] if typing.get_origin(tp) is Annotated else tp
 
 
 def _coerce(value: Any, tp: Any, where: str) -> Any:
@@ -66,6 +142,17 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if tp is Any:
+        return value
+    if origin is Annotated:
+        inner, *extras = typing.get_args(tp)
+        value = _coerce(value, inner, where)
+        for extra in extras:
+            if isinstance(extra, (Range, Check)) and value is not None:
+                extra.check(value, where)
+        return value
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{where}: {value!r} is not one of {', '.join(map(repr, args))}")
         return value
     if origin in _UNIONS:
         if value is None and type(None) in args:
@@ -78,7 +165,9 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
                 return _coerce(value, a, where)
             except ConfigError as e:
                 errors.append(str(e))
-        raise ConfigError(f"{where}: value {value!r} matches none of {tp}")
+        if len(errors) == 1:  # Optional[X]: X's own message (it names the range or the type)
+            raise ConfigError(errors[0])
+        raise ConfigError(f"{where}: value {value!r} matches none of {_type_name(tp)}")
     if _is_dataclass_type(tp):
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping for {tp.__name__}, got {value!r}")
@@ -96,11 +185,13 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     if tp is float:
         if isinstance(value, str):  # YAML 1.1 reads "7e-4" (no dot) as a string
             try:
-                return float(value)
+                value = float(value)
             except ValueError:
                 pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"{where}: expected a finite number, got {value!r}")
         return float(value)
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
@@ -131,10 +222,17 @@ def config_from_dict(cls: type[T], data: dict, prefix: str = "") -> T:
             if _is_dataclass_type(tp) and isinstance(data[name], dict):
                 sub = config_to_dict(getattr(base, name))
                 sub.update(data[name])
-                kwargs[name] = config_from_dict(tp, sub, prefix=f"{prefix}{name}.")
+                kwargs[name] = config_from_dict(_strip_annotated(tp), sub, prefix=f"{prefix}{name}.")
             else:
                 kwargs[name] = _coerce(data[name], tp, prefix + name)
-    return dataclasses.replace(base, **kwargs)
+    try:
+        return dataclasses.replace(base, **kwargs)
+    except ValueError as e:  # a check across fields in __post_init__
+        raise ConfigError(f"{prefix}{e}") from None
+
+
+def _type_name(tp: Any) -> str:
+    return str(tp).replace("typing.", "")
 
 
 def apply_overrides(data: dict, overrides: Iterable[str]) -> dict:
@@ -158,14 +256,19 @@ def _split_override(item: str) -> tuple[str, Any]:
     if "=" not in item:
         raise ConfigError(f"override {item!r} is not of the form key=value")
     key, raw = item.split("=", 1)
-    return key.strip(), (yaml.safe_load(raw) if raw.strip() else "")
+    try:
+        return key.strip(), (yaml.safe_load(raw) if raw.strip() else "")
+    except yaml.YAMLError as e:
+        detail = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ConfigError(f"override {item!r}: value is not valid YAML ({detail})") from None
 
 
 def _strip_optional(tp: Any) -> Any:
+    tp = _strip_annotated(tp)
     if typing.get_origin(tp) in _UNIONS:
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         if len(args) == 1:
-            return args[0]
+            return _strip_annotated(args[0])
     return tp
 
 
@@ -210,9 +313,11 @@ def load_config(cls: type[T], path: str | os.PathLike | None = None,
         if not p.is_file():
             raise FileNotFoundError(f"config file not found: {p}")
         try:
-            loaded = yaml.safe_load(p.read_text()) or {}
+            loaded = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"{p}: not UTF-8 text ({e.reason})") from None
         except yaml.YAMLError as e:
-            raise ConfigError(f"{p}: not valid YAML: {e}") from None
+            raise ConfigError(f"{p}: not valid YAML: {' '.join(str(e).split())}") from None
         if not isinstance(loaded, dict):
             raise ConfigError(f"{p}: top level must be a mapping")
         data = loaded

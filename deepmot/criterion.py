@@ -3,9 +3,17 @@
 One call per frame of a training clip. From the tracker's boxes (with gradient) and the GT:
 
 1. ``D = deepmot_distance(tracks, gt)`` (rows = tracks, columns = GT; :mod:`deepmot.boxes`);
-   pairs with ``IoU < iou_threshold`` are *gated*: the frozen DHN sees ``D + GATE_OFFSET``
-   there (the convention it was trained with) and they can never be true positives.
-2. ``A = dhn(D_gated)``, a soft assignment in (0, 1).
+   pairs with ``IoU < iou_threshold`` are *gated*: they can never be true positives, and the
+   soft assignment sees ``D + GATE_OFFSET`` there (``gate="hard"``, the default and the
+   convention the DHN was trained with). ``gate="soft"``: it sees
+   ``D + GATE_OFFSET * sigmoid((iou_threshold - IoU) / gate_width)`` with a differentiable IoU,
+   so near-misses keep a gradient (as ``gate_width -> 0`` this becomes the hard gate);
+   ``gate="none"``: it sees ``D`` (the reference code's input). The hard TP mask below always
+   uses the hard gate (CLEAR-MOT's rule), whatever the soft assignment sees.
+2. ``A = assignment(D_gated)``, a soft assignment in [0, 1]: the frozen DHN
+   (``assignment="dhn"``, the paper), or the entropic optimal transport plan of ``[D | delta_s]``
+   (``assignment="sinkhorn"``, :func:`sinkhorn_assignment`, no learned weights; exact in its
+   low-temperature limit).
 3. ``C^r = softmax_row(s * [A | delta])`` and ``C^c = softmax_col(s * [A ; delta])`` with the
    "no match" column / "missed" row of constant ``delta`` and temperature ``s``:
    ``FP~ = sum C^r[:, M]``, ``FN~ = sum C^c[N, :]``, and ``S = C^c[:N]`` gives the soft
@@ -39,6 +47,7 @@ Frames without tracks: ``FN~ = M`` and the error is 1 (constant, zero gradient).
 
 from __future__ import annotations
 
+import math
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
@@ -46,8 +55,9 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
-from deepmot.boxes import box_iou, deepmot_distance, forbidden_mask, gate_distance
+from deepmot.boxes import GATE_OFFSET, box_iou, deepmot_distance, forbidden_mask, gate_distance
 from deepmot.matching.linear import gated_linear_assignment
+from deepmot.matching.sinkhorn import sinkhorn_log
 
 __all__ = [
     "IdentityMemory",
@@ -56,9 +66,15 @@ __all__ = [
     "soft_counts",
     "soft_id_switches",
     "clear_mot_matching",
+    "sinkhorn_assignment",
+    "gated_cost",
+    "ASSIGNMENTS",
+    "GATES",
 ]
 
 IDS_MODES = ("paper", "v1")
+ASSIGNMENTS = ("dhn", "sinkhorn")
+GATES = ("hard", "soft", "none")
 
 
 def _as_ids(ids: Tensor | Sequence[int], what: str) -> Tensor:
@@ -198,6 +214,53 @@ def clear_mot_matching(distance: Tensor, forbidden: Tensor, prev_onehot: Tensor)
     return tp.to(distance.device)
 
 
+def gated_cost(distance: Tensor, iou: Tensor, iou_threshold: float | None, gate: str = "hard",
+               width: float = 0.05) -> Tensor:
+    """The ``(N, M)`` matrix the soft assignment sees, from ``distance`` and ``iou`` ``(N, M)``.
+
+    ``"hard"``: ``D + GATE_OFFSET`` where ``IoU < iou_threshold`` (decided on the detached IoU,
+    so no gradient crosses the gate); ``"soft"``: ``D + GATE_OFFSET * sigmoid((thr - IoU) /
+    width)``, differentiable in IoU too; ``"none"`` (or ``iou_threshold=None``): ``D``.
+    """
+    if gate not in GATES:
+        raise ValueError(f"gate must be one of {GATES}, got {gate!r}")
+    if iou_threshold is None or gate == "none":
+        return distance
+    if gate == "hard":
+        return gate_distance(distance, forbidden_mask(iou.detach(), iou_threshold))
+    return distance + GATE_OFFSET * torch.sigmoid((iou_threshold - iou) / width)
+
+
+def sinkhorn_assignment(cost: Tensor, eps: float = 0.05, n_iter: int = 50,
+                        dustbin: float = 0.5 * GATE_OFFSET) -> Tensor:
+    """Soft assignment ``(N, M)`` in [0, 1] of a cost ``(N, M)`` by entropic optimal transport.
+
+    The problem is ``[D | delta_s]`` with a dustbin: every track (row) sends mass 1, every GT
+    (column) receives at most 1, and leaving a track or a GT unmatched costs ``dustbin`` each
+    (an extra column of mass M and row of mass N, their corner costing 0), solved by the
+    log-domain Sinkhorn of :func:`deepmot.matching.sinkhorn.sinkhorn_log` with regularisation
+    ``eps`` (in cost units) for ``n_iter`` iterations, differentiable through them. ``+inf``
+    entries are forbidden pairs. As ``eps -> 0`` the plan becomes the optimal matching of
+    ``sum of matched costs + dustbin * (unmatched tracks + unmatched GT)``, i.e. a pair is
+    worth matching when its cost is below ``2 * dustbin``: with the default ``GATE_OFFSET / 2``,
+    when it is not gated -- the decision rule of the DHN's training data. (With ``dustbin >
+    (min(N, M) + 1) / 2`` and forbidden pairs at ``+inf`` it is the min-cost max-cardinality
+    matching of :func:`deepmot.matching.linear.gated_linear_assignment`.)
+    """
+    n, m = cost.shape
+    if n == 0 or m == 0:
+        return cost.new_zeros((n, m))
+    dt = torch.promote_types(cost.dtype, torch.float32)
+    aug = torch.full((n + 1, m + 1), float(dustbin), dtype=dt, device=cost.device)
+    aug[n, m] = 0.0
+    aug = torch.cat((torch.cat((cost.to(dt), aug[:n, m:]), 1), aug[n:]), 0)
+    log_a = torch.zeros(n + 1, dtype=dt, device=cost.device)
+    log_b = torch.zeros(m + 1, dtype=dt, device=cost.device)
+    log_a[n], log_b[m] = math.log(m), math.log(n)
+    plan = sinkhorn_log(aug[None], log_a[None], log_b[None], eps, n_iter=n_iter)[0][0]
+    return plan[:n, :m].to(cost.dtype)
+
+
 def _check_boxes(boxes: Tensor, what: str) -> None:
     """ValueError unless ``boxes`` is a float ``(K, 4)`` tensor of finite values (names the index)."""
     if not isinstance(boxes, Tensor) or not boxes.is_floating_point() or boxes.dim() != 2 \
@@ -211,6 +274,39 @@ def _check_boxes(boxes: Tensor, what: str) -> None:
                          f"(all offending indices: {idx}): {boxes[idx[0]].tolist()}")
 
 
+def _check_args(track_boxes: Tensor | None = None, gt_boxes: Tensor | None = None,
+                image_size: Sequence[float] | None = None, **params: float | None) -> None:
+    """ValueError naming the real cause when the criterion is given what it cannot score:
+    a hyper-parameter in ``params`` that is not finite (``temperature`` must be > 0, the weights
+    >= 0, ``iou_threshold`` None or >= 0); an inverted GT box (``x2 < x1`` or ``y2 < y1``); a
+    track/GT pair whose IoU is undefined (zero or negative union: two zero-area boxes, or an
+    inverted track box); an ``image_size`` that is not two numbers > 0. (Other inverted track
+    boxes are scored as motmetrics scores them.)"""
+    for name, v in params.items():
+        if v is None and name == "iou_threshold":
+            continue
+        low = {"temperature": 0.0}.get(name)
+        if (not isinstance(v, (int, float)) or not math.isfinite(v) or (low is not None and v <= low)
+                or (name.startswith("w_") and v < 0) or (name == "iou_threshold" and v < 0)):
+            raise ValueError(f"DeepMOTLoss: {name}={v!r} is invalid (finite; temperature > 0, weights >= 0, "
+                             "iou_threshold >= 0 or None)")
+    if gt_boxes is not None and gt_boxes.numel():
+        inv = (gt_boxes[:, 2:] < gt_boxes[:, :2]).any(dim=1)
+        if inv.any():
+            i = int(inv.nonzero()[0])
+            raise ValueError(f"gt box {i} is inverted ({gt_boxes[i].tolist()}; x1,y1,x2,y2 needs x2 >= x1 and y2 >= y1)")
+    if track_boxes is not None and gt_boxes is not None and track_boxes.numel() and gt_boxes.numel():
+        bad = ~torch.isfinite(box_iou(track_boxes.detach(), gt_boxes.detach().to(track_boxes)))
+        if bad.any():  # union <= 0: zero-area boxes on both sides, or an inverted track box
+            i, j = (int(v) for v in bad.nonzero()[0])
+            raise ValueError(f"track box {i} {track_boxes[i].tolist()} and gt box {j} {gt_boxes[j].tolist()}: "
+                             "their IoU is undefined (zero or negative union: zero-area or inverted boxes)")
+    if image_size is not None:
+        size = [float(v) for v in image_size] if len(image_size) == 2 else []
+        if len(size) != 2 or not all(math.isfinite(v) and v > 0 for v in size):
+            raise ValueError(f"image_size must be (W, H) with two finite numbers > 0, got {tuple(image_size)}")
+
+
 class DeepMOTLoss(nn.Module):
     """DeepMOT criterion around a frozen DHN: ``loss = dMOTA error + w_motp * dMOTP`` per frame.
 
@@ -222,16 +318,33 @@ class DeepMOTLoss(nn.Module):
     ``temperature``: the "no match" value and softmax scale. ``w_ids``, ``w_motp``: loss
     weights. ``ids_mode``: ``"paper"`` or ``"v1"`` (see :func:`soft_id_switches`);
     ``ids_dead_tracks``: count switches away from a remembered track that no longer exists.
+    ``assignment``: ``"dhn"`` (default) or ``"sinkhorn"`` (:func:`sinkhorn_assignment` with
+    ``sinkhorn_eps``, ``sinkhorn_iters``; ``dhn`` may then be None). ``gate``: what the soft
+    assignment sees of gated pairs, ``"hard"`` (default), ``"soft"`` (width ``gate_width`` in
+    IoU) or ``"none"`` (see :func:`gated_cost`); the hard TP mask and dMOTP always use the
+    hard gate at ``iou_threshold``.
     """
 
-    def __init__(self, dhn: Callable[[Tensor], Tensor], iou_threshold: float | None = 0.5,
+    def __init__(self, dhn: Callable[[Tensor], Tensor] | None, iou_threshold: float | None = 0.5,
                  delta: float = 0.5, temperature: float = 10.0, w_ids: float = 1.0,
-                 w_motp: float = 5.0, ids_mode: str = "paper", ids_dead_tracks: bool = True):
+                 w_motp: float = 5.0, ids_mode: str = "paper", ids_dead_tracks: bool = True,
+                 assignment: str = "dhn", gate: str = "hard", gate_width: float = 0.05,
+                 sinkhorn_eps: float = 0.05, sinkhorn_iters: int = 50):
         super().__init__()
+        _check_args(delta=delta, temperature=temperature, w_ids=w_ids, w_motp=w_motp, iou_threshold=iou_threshold)
         if ids_mode not in IDS_MODES:
             raise ValueError(f"ids_mode must be one of {IDS_MODES}, got {ids_mode!r}")
         if not temperature > 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
+        if assignment not in ASSIGNMENTS:
+            raise ValueError(f"assignment must be one of {ASSIGNMENTS}, got {assignment!r}")
+        if gate not in GATES:
+            raise ValueError(f"gate must be one of {GATES}, got {gate!r}")
+        if assignment == "dhn" and dhn is None:
+            raise ValueError("assignment='dhn' needs a DHN (got dhn=None)")
+        if not (gate_width > 0 and sinkhorn_eps > 0 and sinkhorn_iters >= 1):
+            raise ValueError(f"need gate_width > 0, sinkhorn_eps > 0, sinkhorn_iters >= 1; got "
+                             f"{gate_width}, {sinkhorn_eps}, {sinkhorn_iters}")
         if isinstance(dhn, nn.Module):
             dhn.requires_grad_(False)
             dhn.eval()
@@ -243,6 +356,8 @@ class DeepMOTLoss(nn.Module):
         self.w_motp = float(w_motp)
         self.ids_mode = ids_mode
         self.ids_dead_tracks = bool(ids_dead_tracks)
+        self.assignment, self.gate, self.gate_width = assignment, gate, float(gate_width)
+        self.sinkhorn_eps, self.sinkhorn_iters = float(sinkhorn_eps), int(sinkhorn_iters)
 
     def train(self, mode: bool = True) -> "DeepMOTLoss":
         """Set train/eval mode; the DHN itself always stays in eval mode (frozen)."""
@@ -252,10 +367,12 @@ class DeepMOTLoss(nn.Module):
         return self
 
     def _assign(self, gated: Tensor) -> Tensor:
-        """Run the DHN on an ``(N, M)`` gated distance -> ``(N, M)`` in D's dtype and device."""
+        """Soft assignment of an ``(N, M)`` gated distance -> ``(N, M)`` in D's dtype and device."""
         n, m = gated.shape
         if n == 0 or m == 0:
             return gated.new_zeros((n, m))
+        if self.assignment == "sinkhorn":
+            return sinkhorn_assignment(gated, self.sinkhorn_eps, self.sinkhorn_iters)
         ctx = torch.backends.cudnn.flags(enabled=False) if gated.is_cuda else nullcontext()
         with ctx:
             out = self.dhn(gated.unsqueeze(0))
@@ -272,6 +389,7 @@ class DeepMOTLoss(nn.Module):
         """
         _check_boxes(track_boxes, "track")
         _check_boxes(gt_boxes, "gt")
+        _check_args(track_boxes, gt_boxes, image_size)
         tids, gids = _as_ids(track_ids, "track_ids"), _as_ids(gt_ids, "gt_ids")
         if tids.numel() != track_boxes.shape[0] or gids.numel() != gt_boxes.shape[0]:
             raise ValueError(f"got {track_boxes.shape[0]} track boxes / {tids.numel()} track ids, "
@@ -281,8 +399,9 @@ class DeepMOTLoss(nn.Module):
         n, m = track_boxes.shape[0], gt_boxes.shape[0]
 
         dist = deepmot_distance(track_boxes, gt_boxes, image_size)
-        forbidden = forbidden_mask(box_iou(track_boxes.detach(), gt_boxes), self.iou_threshold)
-        assign = self._assign(gate_distance(dist, forbidden))
+        iou = box_iou(track_boxes if self.gate == "soft" else track_boxes.detach(), gt_boxes)
+        forbidden = forbidden_mask(iou.detach(), self.iou_threshold)
+        assign = self._assign(gated_cost(dist, iou, self.iou_threshold, self.gate, self.gate_width))
 
         known, prev_track = memory.lookup(gids)
         prev_onehot = ((tids[:, None] == prev_track[None, :]) & known[None, :]).to(dist.device)

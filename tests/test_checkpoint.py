@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from deepmot.engine import checkpoint as ck
-from deepmot.engine.run import Run, find_latest_checkpoint
-from deepmot.engine.seed import seed_everything
+from deepmot.runtime import checkpoint as ck
+from deepmot.runtime.run import Run, find_latest_checkpoint
+from deepmot.runtime.seed import seed_everything
 
 
 def test_interrupted_write_keeps_previous_checkpoint(tmp_path, monkeypatch):

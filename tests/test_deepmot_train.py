@@ -1,6 +1,6 @@
 """DeepMOT fine-tuning loop: focal loss against the spec formula, clip sampling, frozen layers,
-edge cases (frames without GT, every track dying, one object), exact resume after kill -9,
-and 2-process gloo data parallelism against the single-process run."""
+edge cases (frames without GT, every track dying, one object), exact resume after kill -9 and
+after a SIGTERM preemption, and 2-process gloo data parallelism against the single-process run."""
 
 from __future__ import annotations
 
@@ -15,16 +15,35 @@ import pytest
 import torch
 import yaml
 
-from deepmot.config import save_config
+from deepmot.config import load_config, save_config
 from deepmot.datasets.mot import read_gt, write_gt
 from deepmot.datasets.synthetic import SyntheticConfig, generate_synthetic
 from deepmot.dhn.model import DeepHungarianNet
-from deepmot.engine import deepmot_cli as cli
 from deepmot.engine import deepmot_train as dt
 from deepmot.engine.clips import cut_clips, epoch_order, shard
+from deepmot.runtime.distributed import DistInfo
+from deepmot.runtime.run import Run
+from trackers import get_tracker
 from trackers.siamrpn import build_siamrpn
+from trackers.siamrpn.trainable import SiamRPNTrainable, anchor_focal_loss
 
 REPO = Path(__file__).resolve().parents[1]
+SIAMRPN = get_tracker("siamrpn").build_trainable
+
+
+def _run(cfg, **kw):
+    """The DeepMOT loop on the registry's SiamRPN (what ``train.py --tracker siamrpn`` runs)."""
+    return dt.run(cfg, SIAMRPN, **kw)
+
+
+def _entry():
+    """train.py as a module (its parser and config resolution)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("train_entry_dt", REPO / "train.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -59,7 +78,7 @@ def _overrides(world: dict, data: str = "multi", **extra) -> list[str]:
 
 
 def _cfg(world: dict, data: str = "multi", **extra) -> dt.DeepMOTTrainConfig:
-    return dt.load_config(dt.DeepMOTTrainConfig, None, _overrides(world, data, **extra))
+    return load_config(dt.DeepMOTTrainConfig, None, _overrides(world, data, **extra))
 
 
 def _weights(run_dir: str | Path) -> dict:
@@ -103,7 +122,7 @@ def test_anchor_focal_loss_matches_spec_formula(seed):
     target = anchors[torch.arange(n), torch.tensor([0, 5, 9])] + torch.randn(n, 4, generator=g)
     present = torch.tensor([True, True, False])
     cls = torch.randn(n, k, 2, generator=g, dtype=torch.float64, requires_grad=True)
-    ours = dt.anchor_focal_loss(cls, anchors, target, present, 0.6, 0.3, 2.0)
+    ours = anchor_focal_loss(cls, anchors, target, present, 0.6, 0.3, 2.0)
     ref = _focal_reference(cls.detach(), anchors, target, present, 0.6, 0.3)
     assert torch.allclose(ours.double(), ref, rtol=1e-6, atol=1e-9)
     ours.backward()
@@ -126,7 +145,7 @@ def test_clips_cover_every_frame_once_and_shard_partitions():
 
 # --------------------------------------------------------------------------- loop
 def test_frozen_convs_stay_fixed_and_others_train(world):
-    res = dt.run(_cfg(world, max_steps=4, name="frozen"))
+    res = _run(_cfg(world, max_steps=4, name="frozen"))
     before = torch.load(world["root"] / "init.pth", weights_only=True)
     after = _weights(res["run_dir"])
     convs = [k for k in before if k.startswith("backbone.") and before[k].dim() == 4]
@@ -141,12 +160,12 @@ def test_frozen_convs_stay_fixed_and_others_train(world):
 
 def _trainer(world, data="multi", **extra):
     cfg = _cfg(world, data, **extra)
-    run = dt.Run.create("unit", cfg, root=world["root"] / "runs")
+    run = Run.create("unit", cfg, root=world["root"] / "runs")
     model = build_siamrpn("siamrpn_alex_tiny")
     model.load_state_dict(torch.load(world["root"] / "init.pth", weights_only=True))
     dhn = dt.build_dhn(str(world["root"] / "dhn.pt"), torch.device("cpu"))
     root = Path(cfg.data)
-    return dt.DeepMOTTrainer(cfg, run, dt.DistInfo(), root, model, dhn), run
+    return dt.DeepMOTTrainer(cfg, run, DistInfo(), root, SiamRPNTrainable(model, cfg), dhn), run
 
 
 def test_loss_is_the_weighted_sum_and_zero_weights_leave_terms_out(world):
@@ -165,7 +184,7 @@ def test_loss_is_the_weighted_sum_and_zero_weights_leave_terms_out(world):
         assert torch.isfinite(trainer._loss(nan, focal if w_focal else torch.tensor(float("nan"))))
         run.close()
     for bad in [dict(w_mota=0.0, w_motp=0.0, w_focal=0.0), dict(w_motp=-1.0)]:
-        with pytest.raises(ValueError, match="loss weights"):
+        with pytest.raises(ValueError, match="loss weights|w_motp: -1.0 is out of range"):
             _trainer(world, **bad)
 
 
@@ -188,6 +207,26 @@ def test_single_term_training_moves_the_head(world, weights):
     run.close()
 
 
+def test_criterion_variant_fields_reach_the_loss_and_train(world):
+    trainer, run = _trainer(world, assignment="sinkhorn", gate="soft", gate_width=0.1, sinkhorn_eps=0.2,
+                            sinkhorn_iters=7, seq_len=3, num_repeats=1, w_motp=0.0, w_focal=0.0)
+    c = trainer.criterion
+    assert (c.assignment, c.gate, c.gate_width, c.sinkhorn_eps, c.sinkhorn_iters) == ("sinkhorn", "soft", 0.1, 0.2, 7)
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    clips = trainer._start_clips(list(range(len(trainer.clips))), 0)
+    trainer._frame_step(clips)              # births
+    trainer._frame_step(clips)              # one step on dMOTA alone, through the Sinkhorn
+    after = trainer.model.state_dict()
+    assert trainer.step == 1 and all(torch.isfinite(v).all() for v in after.values())
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("rpn_head"))
+    run.close()
+    default, run = _trainer(world)
+    assert (default.criterion.assignment, default.criterion.gate) == ("dhn", "hard")
+    run.close()
+    with pytest.raises(ValueError, match="gate: 'smooth' is not one of"):  # the config's own check
+        _trainer(world, gate="smooth")
+
+
 def test_frame_without_gt_ends_tracks_then_births(world, tmp_path):
     # copy the one-object set and delete the GT of frame 3 of its training sequence
     import shutil
@@ -206,7 +245,7 @@ def test_frame_without_gt_ends_tracks_then_births(world, tmp_path):
     counts = []
     for _ in range(4):
         trainer._frame_step(clips)
-        counts.append(len(c.tracker))
+        counts.append(len(c.tracks))
     # frame 1: birth of the one object; frame 2: trained; frame 3 (no GT): no track; frame 4: reborn
     assert counts[0] == 1 and counts[2] == 0 and counts[3] == 1
     assert trainer.step == trainer.cfg.num_repeats      # only frame 2 trained
@@ -220,10 +259,10 @@ def test_every_track_dies_each_frame_and_training_continues(world):
     clips = trainer._start_clips(list(range(len(trainer.clips))), 0)
     c = clips[0]
     trainer._frame_step(clips)
-    first_ids = set(c.tracker.ids)
+    first_ids = set(c.tracks.ids)
     n_gt = len(first_ids)
     trainer._frame_step(clips)
-    assert len(c.tracker) == n_gt and not (set(c.tracker.ids) & first_ids)   # all new tracks
+    assert len(c.tracks) == n_gt and not (set(c.tracks.ids) & first_ids)   # all new tracks
     assert trainer.step == trainer.cfg.num_repeats
     run.close()
 
@@ -236,7 +275,7 @@ def test_single_object_sequence_and_eval_bookkeeping(world):
 
     cfg = _cfg(world, data="single", eval_every=2, eval_before=True, eval_after=True, name="single",
                shipped_baseline=False)
-    res = dt.run(cfg, evaluate_fn=fake_eval)
+    res = _run(cfg, evaluate_fn=fake_eval)
     run_dir = Path(res["run_dir"])
     assert res["before"]["MOTA"] == 0.1
     best = torch.load(run_dir / "checkpoints" / "best.pt", weights_only=True)
@@ -252,14 +291,24 @@ def _write_cfg(world, path: Path, **extra) -> Path:
     return path
 
 
-def test_kill9_then_resume_matches_uninterrupted(world, tmp_path):
+_REFERENCE: dict = {}
+
+
+@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM])
+def test_kill_or_preempt_then_resume_matches_uninterrupted(world, tmp_path, signum):
+    """SIGKILL: the last atomic checkpoint survives; SIGTERM (a scheduler's preemption): the run
+    writes a checkpoint at the next clip batch and exits with 128 + 15. Either way --resume ends
+    at the weights of the uninterrupted run."""
     extra = dict(seq_len=3, num_repeats=1, name="resume")
-    ref = dt.run(_cfg(world, **extra))
+    if "ref" not in _REFERENCE:
+        _REFERENCE["ref"] = _run(_cfg(world, **extra))
+    ref = _REFERENCE["ref"]
     cfg_path = _write_cfg(world, tmp_path / "cfg.yaml", **extra, runs_root=str(tmp_path / "runs"))
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    proc = subprocess.Popen([sys.executable, "-m", "deepmot.engine.deepmot_cli", "--config", str(cfg_path)],
-                            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
+    err = open(tmp_path / "stderr.txt", "w")
+    proc = subprocess.Popen([sys.executable, "train.py", "--tracker", "siamrpn", "--config", str(cfg_path)],
+                            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=err)
+    deadline = time.time() + 600          # generous: the suite runs on loaded machines
     ckpt = None
     while time.time() < deadline and proc.poll() is None:
         found = list((tmp_path / "runs").glob("resume/*/checkpoints/last.pt"))
@@ -268,14 +317,20 @@ def test_kill9_then_resume_matches_uninterrupted(world, tmp_path):
             break
         time.sleep(0.02)
     still_running = proc.poll() is None
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert ckpt is not None and still_running, "the run finished before it could be killed"
-    killed_at = torch.load(ckpt, weights_only=True)
+    killed_at = torch.load(ckpt, weights_only=True) if ckpt is not None else None
+    proc.send_signal(signum)
+    rc = proc.wait()
+    err.close()
+    log = (tmp_path / "stderr.txt").read_text()
+    assert ckpt is not None and still_running, f"the run finished before it could be stopped:\n{log[-2000:]}"
     assert not killed_at["finished"]
     run_dir = ckpt.parent.parent
+    if signum == signal.SIGTERM:
+        assert rc == 128 + signal.SIGTERM and "preempted at epoch" in log, log[-2000:]
+        stopped = torch.load(ckpt, weights_only=True)
+        assert not stopped["finished"] and stopped["step"] >= killed_at["step"]
     assert not (run_dir / "siamrpn_deepmot.pth").exists()
-    resumed = dt.run(_cfg(world, **extra, runs_root=str(tmp_path / "runs")), resume=str(run_dir))
+    resumed = _run(_cfg(world, **extra, runs_root=str(tmp_path / "runs")), resume=str(run_dir))
     _assert_same(_weights(ref["run_dir"]), _weights(resumed["run_dir"]))
     a = torch.load(Path(ref["run_dir"]) / "checkpoints" / "last.pt", weights_only=True)
     b = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
@@ -284,11 +339,11 @@ def test_kill9_then_resume_matches_uninterrupted(world, tmp_path):
 
 def test_two_process_gloo_matches_single_process(world, tmp_path):
     extra = dict(seq_len=3, num_repeats=2, clips_per_step=2, max_steps=6, name="ddp")
-    single = dt.run(_cfg(world, **extra))
+    single = _run(_cfg(world, **extra))
     cfg_path = _write_cfg(world, tmp_path / "cfg.yaml", **extra, runs_root=str(tmp_path / "runs"))
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           "-m", "deepmot.engine.deepmot_cli", "--config", str(cfg_path)]
+           "train.py", "--tracker", "siamrpn", "--config", str(cfg_path)]
     out = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     (run_dir,) = (tmp_path / "runs" / "ddp").iterdir()
@@ -301,7 +356,7 @@ def test_two_process_gloo_matches_single_process(world, tmp_path):
 def test_without_pretrained_weights_sot_pretraining_runs_first(world):
     cfg = _cfg(world, pretrained=None, pretrain=["steps=2", "batch_size=2", "log_every=1"], max_steps=2,
                name="nopre")
-    res = dt.run(cfg)
+    res = _run(cfg)
     run_dir = Path(res["run_dir"])
     sot = torch.load(run_dir / "sot_pretrained.pth", weights_only=True)
     init = torch.load(world["root"] / "init.pth", weights_only=True)
@@ -311,7 +366,9 @@ def test_without_pretrained_weights_sot_pretraining_runs_first(world):
 
 
 def test_cli_flags_and_resume_config_resolution(tmp_path):
-    args = cli.build_parser().parse_args(["--data", "d", "--pretrained", "p.pth", "--dhn", "h.pt", "--name", "n",
+    cli = _entry()
+    args = cli.build_parser().parse_args(["--tracker", "siamrpn", "--data", "d", "--pretrained", "p.pth",
+                                          "--dhn-weights", "h.pt", "--name", "n",
                                          "--set", "seq_len=7", "--config", str(REPO / "configs" / "deepmot_siamrpn.yaml")])
     cfg = cli.config_from_args(args)
     assert (cfg.data, cfg.pretrained, cfg.dhn, cfg.name, cfg.seq_len) == ("d", "p.pth", "h.pt", "n", 7)

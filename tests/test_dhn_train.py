@@ -75,3 +75,23 @@ def test_torchrun_two_ranks_gloo(tmp_path):
     log = (run / "log.txt").read_text()
     assert "world size 2" in log and "done at step 3" in log
     assert torch.load(run / "checkpoints" / "last.pt", weights_only=True)["step"] == 3
+
+
+def test_fine_tuning_starts_from_init_and_trains_on_tracking_matrices(tmp_path, monkeypatch):
+    from deepmot.datasets.synthetic import SyntheticConfig, generate_synthetic
+
+    monkeypatch.chdir(tmp_path)
+    generate_synthetic(tmp_path / "mot", SyntheticConfig(seed=3, num_train=1, num_test=0, width=160, height=96,
+                                                         min_frames=12, max_frames=12, max_objects=5))
+    entry = _entry()
+    assert entry.main(["--dhn", "--name", "base", *_sets(TINY + ["steps=2"])]) == 0
+    base = _run_dir(tmp_path, "base") / "checkpoints" / "last.pt"
+    ft = TINY + [f"init={base}", "tracking_share=1.0", f"tracking_data={tmp_path / 'mot'}", "steps=2"]
+    # a negligible rate (the config refuses 0): the weights stay those of ``init``; a real rate moves them
+    assert entry.main(["--dhn", "--name", "frozen", *_sets(ft + ["lr=1e-12"])]) == 0
+    assert entry.main(["--dhn", "--name", "moved", *_sets(ft + ["lr=1e-2"])]) == 0
+    a = torch.load(base, weights_only=True)["model"]
+    b = torch.load(_run_dir(tmp_path, "frozen") / "checkpoints" / "last.pt", weights_only=True)["model"]
+    c = torch.load(_run_dir(tmp_path, "moved") / "checkpoints" / "last.pt", weights_only=True)["model"]
+    assert all(torch.allclose(a[k], b[k], rtol=0, atol=1e-8) for k in a)
+    assert not all(torch.allclose(a[k], c[k], rtol=0, atol=1e-4) for k in a)

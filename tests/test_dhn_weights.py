@@ -9,6 +9,9 @@ from deepmot.dhn.data import heldout_set
 from deepmot.dhn.metrics import evaluate_model
 from deepmot.dhn.model import DEFAULT_WEIGHTS, WEIGHTS_DIR, DeepHungarianNet
 
+#: floor of the row-wise exact rate on MOT17-09-SDP Lif_T results (BENCHMARKS.md, real geometry)
+SHIPPED_REAL_EXACT = 0.98
+
 
 def test_shipped_weights_load_plain_and_small():
     path = WEIGHTS_DIR / DEFAULT_WEIGHTS
@@ -27,3 +30,16 @@ def test_shipped_weights_beat_row_argmin_on_small_heldout_matrices():
     res = evaluate_model(DeepHungarianNet.pretrained(), samples)
     assert res["dhn_row"]["all"]["exact"] > res["baseline"]["all"]["exact"] + 0.05
     assert res["dhn_row"]["all"]["wa"] > 0.95
+
+
+def test_shipped_weights_on_real_tracker_results_never_below_row_argmin(fixtures_dir):
+    # real geometry: Lif_T's MOT17-09-SDP results against the scored GT, IoU gate 0.5 (bench/dhn.py --eval)
+    from deepmot.dhn.tracking_data import results_pairs, sample_from_pair
+
+    root = fixtures_dir / "mot17"
+    pairs = results_pairs(root / "train" / "MOT17-09-SDP" / "gt" / "gt.txt",
+                          root / "results" / "Lif_T" / "MOT17-09-SDP.txt", (1920.0, 1080.0))
+    assert len(pairs) == 525
+    res = evaluate_model(DeepHungarianNet.pretrained(), [sample_from_pair(p) for p in pairs])
+    assert res["dhn_row"]["all"]["exact"] >= res["baseline"]["all"]["exact"]
+    assert res["dhn_row"]["all"]["exact"] >= SHIPPED_REAL_EXACT

@@ -16,11 +16,15 @@ import yaml
 
 from deepmot.datasets.synthetic import SyntheticConfig, generate_synthetic
 from deepmot.dhn.model import DeepHungarianNet
+from deepmot.config import load_config
 from deepmot.engine import deepmot_train as dt
-from deepmot.engine.final_report import format_report, shipped_weights
+from deepmot.engine.final_report import format_report
+from trackers import get_tracker
 from trackers.siamrpn import build_siamrpn
+from trackers.siamrpn.pretrain import SYNTHETIC_WEIGHTS
 
 pytestmark = pytest.mark.usefixtures("one_thread")
+SIAMRPN = get_tracker("siamrpn").build_trainable
 
 TINY = dict(seed=4, num_train=1, num_test=1, width=160, height=96, min_frames=6, max_frames=7,
             min_objects=2, max_objects=3, static_persons=0, reflections=0, camera_pan=0.0)
@@ -67,7 +71,7 @@ def _cfg(world: dict, **extra) -> dt.DeepMOTTrainConfig:
             "log_every": 1000, "eval_every": 0, "threads": 1, "refresh_every": 2,
             "validation": {"split": "val", "detections": ["FRCNN"]}}
     base.update(extra)
-    return dt.load_config(dt.DeepMOTTrainConfig, None,
+    return load_config(dt.DeepMOTTrainConfig, None,
                           [f"{k}={yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}"
                            for k, v in base.items()])
 
@@ -102,7 +106,7 @@ def test_loop_reads_no_test_sequence_before_its_final_report(world):
                test={"split": "test", "detections": ["FRCNN"]})
     recorder = _Opened()
     with recorder as opened:
-        res = dt.run(cfg)
+        res = dt.run(cfg, SIAMRPN)
     split_of = [p.relative_to(data).parts[0] for p in opened if p.is_relative_to(data) and p != data]
     assert "train" in split_of and "val" in split_of and "test" in split_of
     first_test = split_of.index("test")
@@ -114,7 +118,7 @@ def test_loop_reads_no_test_sequence_before_its_final_report(world):
         {k: v for k, v in res["before"].items() if isinstance(v, (int, float)) and k != "step"}, nan_ok=True)
     saved = json.loads((Path(res["run_dir"]) / "report.json").read_text())
     assert saved["handed_back_step"] == report["handed_back_step"] in (0, 2)
-    if shipped_weights().is_file():                 # the shipped model fits siamrpn_alex_tiny
+    if SYNTHETIC_WEIGHTS.is_file():                 # the shipped model fits siamrpn_alex_tiny
         assert report["rows"][1]["metrics"] is not None
 
 
@@ -122,7 +126,7 @@ def test_without_test_config_the_test_split_is_never_read(world):
     data = (world["root"] / "data").absolute()
     recorder = _Opened()
     with recorder as opened:
-        res = dt.run(_cfg(world, name="notest", shipped_baseline=False))
+        res = dt.run(_cfg(world, name="notest", shipped_baseline=False), SIAMRPN)
     assert not any(p.is_relative_to(data / "test") for p in opened)
     assert res["report"]["test"] is None and res["report"]["rows"][1]["metrics"] is None
 
@@ -136,7 +140,7 @@ def test_step_zero_is_a_candidate_and_a_worse_model_is_not_handed_back(world, st
         return {"MOTA": next(values), "IDF1": 0.5, "IDSW": 3}
 
     cfg = _cfg(world, name=f"hand_{hand_back}{handed}", shipped_baseline=False, hand_back=hand_back)
-    res = dt.run(cfg, evaluate_fn=fake_eval)
+    res = dt.run(cfg, SIAMRPN, evaluate_fn=fake_eval)
     run_dir = Path(res["run_dir"])
     init = torch.load(world["root"] / "init.pth", weights_only=True)
     final = torch.load(run_dir / "siamrpn_deepmot.pth", weights_only=True)
@@ -149,4 +153,4 @@ def test_step_zero_is_a_candidate_and_a_worse_model_is_not_handed_back(world, st
     assert report["handed_back_step"] == handed
     assert [r["metrics"]["MOTA"] for r in report["rows"] if r["metrics"]] == [start, end]
     text = "\n".join(format_report(report))
-    assert f"{100 * start:.2f}" in text and f"{100 * end:.2f}" in text and f"handed back: step {handed}" in text
+    assert f"{100 * start:.3f}" in text and f"{100 * end:.3f}" in text and f"handed back: step {handed}" in text

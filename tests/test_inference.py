@@ -58,11 +58,11 @@ class OracleTracker:
 
 def test_oracle_tracker_scores_perfectly_and_respects_frame_range(tiny, tmp_path):
     seqs = discover_sequences(tiny, "train", detections=["SDP"])
-    summary = evaluate_tracker(OracleTracker, seqs, None, tmp_path / "full")
+    summary = evaluate_tracker(OracleTracker, seqs, tmp_path / "full")
     assert summary["MOTA"] == 1.0 and summary["IDF1"] == 1.0 and summary["IDSW"] == 0 and summary["FN"] == 0
     assert summary["frames"] == 10 and summary["errors"] == {}
     # val-half: frames m+2..10 with m = 5 -> 7..10 only are run and written
-    out = run_inference(OracleTracker, seqs, None, tmp_path / "half", frame_range="val-half", show_progress=False)
+    out = run_inference(OracleTracker, seqs, tmp_path / "half", frame_range="val-half", show_progress=False)
     rows = read_results(out.paths[seqs[0].name])
     assert sorted(set(rows.frame.tolist())) == [7, 8, 9, 10] and out.timing[seqs[0].name].frames == 4
 
@@ -91,17 +91,20 @@ def test_frame_range_evaluation_equals_evaluating_cut_files(tiny, tmp_path):
     assert ev.combined["IDSW"] > 0
 
 
-def test_run_inference_accepts_a_siamrpn_module(tiny, tmp_path):
+def test_run_inference_with_the_siamrpn_sequence_factory(tiny, tmp_path):
     from trackers.multi_config import MOTConfig
     from trackers.siamrpn import build_siamrpn
+    from trackers.siamrpn.mot import siamrpn_mot_factory
 
     torch.manual_seed(0)
     seqs = discover_sequences(tiny, "test", detections=["SDP"])
-    model = build_siamrpn("siamrpn_alex_tiny").train()  # e.g. validation during fine-tuning
-    out = run_inference(model, seqs, MOTConfig(birth_wait=1, patience=2), tmp_path, show_progress=False)
+    model = build_siamrpn("siamrpn_alex_tiny").eval()
+    factory = siamrpn_mot_factory(model, MOTConfig(birth_wait=1, patience=2))
+    out = run_inference(factory, seqs, tmp_path, show_progress=False)
     rows = read_results(out.paths[seqs[0].name], seqs[0].seq_length)
     assert len(rows) > 0 and out.timing[seqs[0].name].sot > 0 and out.total().frames == 10
-    assert model.training  # handed back in the mode it came in
+    with pytest.raises(TypeError, match="per-sequence tracker factory"):
+        run_inference(model.state_dict(), seqs, tmp_path, show_progress=False)
 
 
 def test_frame_errors_marks_fp_fn_and_switch():
@@ -185,11 +188,11 @@ def test_config_file_matches_dataclass_defaults():
     assert load_config(InferenceFileConfig, repo / "configs" / "mot_inference.yaml") == InferenceFileConfig()
 
 
-def test_pysot_weights_track_through_evaluate(tiny, fixtures_dir, tmp_path, capsys):
+def test_pysot_weights_track_through_evaluate(tiny, pysot_dir, tmp_path, capsys):
     """The PySOT AlexNet SiamRPN (real trained weights) behind the MOT logic, from the CLI."""
     import evaluate
 
-    w = fixtures_dir / "pysot" / "siamrpn_alex_dwxcorr" / "state_dict.pth"
+    w = pysot_dir / "siamrpn_alex_dwxcorr" / "state_dict.pth"
     out = tmp_path / "o"
     rc = evaluate.main(["--data", str(tiny), "--model", "siamrpn_alex_dwxcorr", "--checkpoint", str(w),
                         "--out", str(out), "--detections", "SDP", "--no-hota", "--device", "cpu"])
@@ -208,7 +211,7 @@ def test_evaluate_cli_results_on_half_val(tiny, tmp_path, capsys):
     k = (gt.cls == 1) & (gt.conf == 1)
     write_results(tmp_path / "res" / f"{info.name}.txt", gt.frame[k], gt.id[k], gt.xywh[k])
     assert evaluate.main(["--results", str(tmp_path / "res"), "--data", str(tiny), "--split", "half-val",
-                          "--no-hota", "--out", str(tmp_path / "o")]) == 0
+                          "--no-hota", "--out", str(tmp_path / "o"), "--seqs", info.name]) == 0
     comb = json.loads((tmp_path / "o" / "summary.json").read_text())["combined"]
     assert comb["MOTA"] == 1.0 and comb["GT_Dets"] == int((k & (gt.frame >= 7)).sum())
 

@@ -190,3 +190,43 @@ def test_gt_reader_errors_unchanged(tmp_path: Path, text: str) -> None:
         assert (err.value.line, err.value.field, err.value.message) == (e.line, e.field, e.message)
         return
     assert_same(table.read_table(p, 9, 9, _GT_FIELDS), ref)
+
+
+# --------------------------------------------------------------------------- block-wise reading
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(_chars, max_size=120).map("".join), st.integers(1, 40), st.sampled_from([(7, 10), (1, 3)]))
+def test_blockwise_read_equals_whole_text_parse(tmp_path: Path, monkeypatch, text: str, block: int,
+                                                cols) -> None:
+    """read_table parses the file in blocks of whole lines; any block size gives the whole-text
+    line parser's arrays, or its error with the same line, field and message."""
+    lo, hi = cols
+    p = tmp_path / "t.txt"
+    p.write_bytes(text.encode())
+    with monkeypatch.context() as m:
+        m.setattr(table, "CHUNK_BYTES", block)
+        try:
+            ref = parse_table_lines(text, p, lo, hi, FIELDS)
+        except DataFormatError as e:
+            with pytest.raises(DataFormatError) as err:
+                table.read_table(p, lo, hi, FIELDS)
+            assert (err.value.line, err.value.field, err.value.message) == (e.line, e.field, e.message)
+            return
+        assert_same(table.read_table(p, lo, hi, FIELDS), ref)
+
+
+def test_blockwise_errors_name_the_file_line(tmp_path: Path, monkeypatch) -> None:
+    """A bad field or a non-UTF-8 byte far into a file read in small blocks names its own line."""
+    rows = _big_valid(300)
+    p = tmp_path / "res.txt"
+    monkeypatch.setattr(table, "CHUNK_BYTES", 256)
+    p.write_text("\n".join(rows[:250] + ["7,1,10,20,30,x,0.9,-1,-1,-1"] + rows[250:]) + "\n")
+    with pytest.raises(DataFormatError) as err:
+        read_results(p)
+    assert (err.value.line, err.value.field) == (251, "h")
+    p.write_bytes(("\n".join(rows[:180]) + "\n").encode() + b"1,2,3\xff\n")
+    with pytest.raises(DataFormatError) as err:
+        read_results(p)
+    assert err.value.line == 181 and "UTF-8" in err.value.message
+    p.write_text("\n".join(rows) + "\n")
+    r = read_results(p)
+    assert len(r) == 300 and r.line.tolist() == list(range(1, 301))

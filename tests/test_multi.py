@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from trackers.multi import MultiTracker, SiamRPNSOT, mot_factory
+from trackers.multi import MultiTracker
+from trackers.siamrpn.mot import SiamRPNSOT, siamrpn_mot_factory
 from trackers.multi_config import MOTConfig
 
 IMG = np.zeros((100, 200, 3), np.uint8)  # H=100, W=200
@@ -298,7 +299,7 @@ def test_siamrpn_adapter_shifts_to_zero_based_and_moves():
 def test_siamrpn_end_to_end_one_frame_per_track_step():
     """The real batched SiamRPN under the MOT logic: births then one SOT pass per frame."""
     img = (np.random.default_rng(1).random((120, 160, 3)) * 255).astype(np.uint8)
-    mot = mot_factory(_tiny_model(), _cfg())(None)
+    mot = siamrpn_mot_factory(_tiny_model(), _cfg())(None)
     dets = torch.tensor([[11.0, 21.0, 41.0, 81.0], [81.0, 21.0, 111.0, 81.0]])
     out = mot.step(img, dets, torch.tensor([0.9, 0.8]), 1)
     assert _ids(out) == [1, 2] and torch.allclose(out.boxes, dets.double())

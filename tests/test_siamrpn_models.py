@@ -37,9 +37,9 @@ PARAMS = {"siamrpn_alex_dwxcorr": 6_251_102, "siamrpn_r50_l234_dwxcorr": 53_950_
           "siamrpn_mobilev2_l234_dwxcorr": 11_150_446, "dasiamrpn_vot": 22_632_932}
 
 
-def read_keys(shared_dir: Path, name: str) -> list[tuple[str, tuple[int, ...], str]]:
+def read_keys(keys_dir: Path, name: str) -> list[tuple[str, tuple[int, ...], str]]:
     rows = []
-    for line in (shared_dir / "specs" / "pysot_keys" / f"{name}.txt").read_text().splitlines():
+    for line in (keys_dir / f"{name}.txt").read_text().splitlines():
         key, shape, dtype = line.split("\t")
         dims = () if shape == "scalar" else tuple(int(s) for s in shape.split("x"))
         rows.append((key, dims, dtype))
@@ -63,8 +63,8 @@ def rel_err(a: torch.Tensor, ref: torch.Tensor) -> float:
 
 
 @pytest.fixture(scope="module")
-def pysot_alex(fixtures_dir):
-    d = fixtures_dir / "pysot" / "siamrpn_alex_dwxcorr"
+def pysot_alex(pysot_dir):
+    d = pysot_dir / "siamrpn_alex_dwxcorr"
     return (torch.load(d / "state_dict.pth", weights_only=True),
             torch.load(d / "model_io.pt", weights_only=True))
 
@@ -102,9 +102,9 @@ def test_batched_track_correlates_each_target_with_its_own_template(pysot_alex):
             assert rel_err(cls[b:b + 1], c1) < 1e-5 and rel_err(loc[b:b + 1], l1) < 1e-5
 
 
-def test_pysot_fixture_file_loads_with_wrappers(fixtures_dir, pysot_alex):
+def test_pysot_fixture_file_loads_with_wrappers(pysot_dir, pysot_alex):
     sd, _ = pysot_alex
-    path = fixtures_dir / "pysot" / "siamrpn_alex_dwxcorr" / "state_dict.pth"
+    path = pysot_dir / "siamrpn_alex_dwxcorr" / "state_dict.pth"
     model = build_siamrpn("siamrpn_alex_dwxcorr")
     assert load_pysot_checkpoint(model, path).ok
     no_counter = {f"module.{k}": v for k, v in sd.items() if not k.endswith("num_batches_tracked")}
@@ -117,8 +117,8 @@ def test_pysot_fixture_file_loads_with_wrappers(fixtures_dir, pysot_alex):
 
 # ----------------------------------------------------------------------------- key layouts
 @pytest.mark.parametrize("config", sorted(KEY_FILES))
-def test_key_layout_equals_pysot(shared_dir, config):
-    rows = read_keys(shared_dir, KEY_FILES[config])
+def test_key_layout_equals_pysot(pysot_keys_dir, config):
+    rows = read_keys(pysot_keys_dir, KEY_FILES[config])
     model = build_siamrpn(config)
     ours = [(k, tuple(v.shape), str(v.dtype).replace("torch.", "")) for k, v in model.state_dict().items()]
     assert ours == rows
@@ -134,8 +134,8 @@ def test_key_layout_equals_pysot(shared_dir, config):
 
 @pytest.mark.parametrize("config,keys", [("dasiamrpn_vot", "dasiamrpn_SiamRPNvot"),
                                          ("dasiamrpn_big", "dasiamrpn_SiamRPNbig")])
-def test_dasiamrpn_layout_loads_after_renaming(shared_dir, config, keys):
-    rows = read_keys(shared_dir, keys)
+def test_dasiamrpn_layout_loads_after_renaming(pysot_keys_dir, config, keys):
+    rows = read_keys(pysot_keys_dir, keys)
     renamed = {}
     for key, shape, dtype in rows:
         new = next((n + key[len(o):] for o, n in DASIAM.items() if key.startswith(o)), None)
@@ -284,9 +284,9 @@ def test_configs_and_errors():
         model.template(torch.zeros(3, 127, 127))
 
 
-def test_registry_builds_siamrpn_with_weights(fixtures_dir, pysot_alex):
+def test_registry_builds_siamrpn_with_weights(pysot_dir, pysot_alex):
     sd, _ = pysot_alex
-    path = fixtures_dir / "pysot" / "siamrpn_alex_dwxcorr" / "state_dict.pth"
+    path = pysot_dir / "siamrpn_alex_dwxcorr" / "state_dict.pth"
     model = trackers.build_tracker("siamrpn", {"model": "siamrpn_alex_dwxcorr", "checkpoint": path})
     assert not model.training
     assert torch.equal(model.rpn_head.loc.head[3].weight, sd["rpn_head.loc.head.3.weight"])

@@ -17,7 +17,7 @@ from trackers.siamrpn.crop import channel_average, crop_batch, get_subwindow
 from trackers.siamrpn.tracker import SiamRPNTracker, TrackParams, propose, \
     update_state
 
-FIX = "pysot/siamrpn_alex_dwxcorr"
+FIX = "siamrpn_alex_dwxcorr"
 ALEX = TrackParams(instance_size=287, base_size=0, penalty_k=0.16, window_influence=0.40, lr=0.30)
 
 
@@ -25,8 +25,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def fx(fixtures_dir):
-    d = fixtures_dir / FIX
+def fx(pysot_dir):
+    d = pysot_dir / FIX
     io = torch.load(d / "tracker_io.pt", weights_only=False)
     ref = json.loads((d / "tracker.json").read_text())
     frames = np.load(d / "frames.npz")

@@ -43,11 +43,11 @@ def synthetic_video(seed: int, n_targets: int, n_frames: int, hw=(360, 480)):
 
 
 @pytest.fixture(scope="module")
-def model(fixtures_dir):
+def model(pysot_dir):
     from trackers.siamrpn import build_siamrpn
     from trackers.siamrpn.checkpoint import load_pysot_checkpoint
     m = build_siamrpn("siamrpn_alex_dwxcorr")
-    load_pysot_checkpoint(m, fixtures_dir / "pysot/siamrpn_alex_dwxcorr/state_dict.pth")
+    load_pysot_checkpoint(m, pysot_dir / "siamrpn_alex_dwxcorr/state_dict.pth")
     return m.eval()
 
 

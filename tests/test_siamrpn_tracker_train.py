@@ -67,10 +67,10 @@ def test_selected_box_is_inference_pre_smoothing_box():
 
 
 @pytest.fixture(scope="module")
-def fx(fixtures_dir):
+def fx(pysot_dir):
     from trackers.siamrpn import build_siamrpn
     from trackers.siamrpn.checkpoint import load_pysot_checkpoint
-    d = fixtures_dir / "pysot/siamrpn_alex_dwxcorr"
+    d = pysot_dir / "siamrpn_alex_dwxcorr"
     model = build_siamrpn("siamrpn_alex_dwxcorr")
     load_pysot_checkpoint(model, d / "state_dict.pth")
     frames = np.load(d / "frames.npz")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import re
 
 import pytest
 
@@ -50,4 +51,7 @@ def test_main_scores_every_point_like_evaluate_sot(tiny_data, tmp_path, capsys):
         ref = evaluate_sot(model, tiny_data, "train", params=params)
         assert float(r["success"]) == pytest.approx(ref["success"], abs=1e-4)
         assert int(r["frames"]) == ref["frames"] > 0
-    assert "window_influence" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "window_influence" in printed
+    assert "success_%,mean_iou_%" in printed                          # a person reads percent
+    assert re.search(r"success=\d+\.\d{3}%", printed)

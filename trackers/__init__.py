@@ -1,47 +1,58 @@
-"""Tracker implementations, built by name: ``build_tracker("siamrpn", cfg)``.
+"""Tracker implementations, found by name: ``get_tracker("siamrpn")``.
 
-A tracker package registers a factory ``cfg -> object`` under a name with :func:`register`
-(either directly or listed in ``_BUILTIN`` so that it is imported on first use). The engine only
-knows names, never the packages: ``trackers`` depends on ``deepmot``, not the reverse.
+Each tracker package exposes a :class:`~deepmot.engine.protocol.TrackerPlugin` (its inference
+factory builder and, when it can be fine-tuned with DeepMOT, its trainable-tracker builder). A
+plugin is registered with :func:`register` or listed in ``_BUILTIN`` (imported on first use).
+The entry points (``train.py``, ``evaluate.py``) take their ``--tracker`` choices from
+:func:`available_trackers`; the engine only receives the builders: ``trackers`` depends on
+``deepmot``, never the reverse.
 """
 
 from __future__ import annotations
 
 import importlib
-from typing import Any, Callable
+from typing import Any
 
-__all__ = ["register", "build_tracker", "available_trackers"]
+from deepmot.engine.protocol import TrackerPlugin
 
-Factory = Callable[[Any], Any]
+__all__ = ["register", "get_tracker", "build_tracker", "available_trackers", "trainable_trackers"]
 
-_REGISTRY: dict[str, Factory] = {}
-#: built-in trackers, imported lazily: name -> "module:function"
-_BUILTIN: dict[str, str] = {"siamrpn": "trackers.siamrpn:build_siamrpn_tracker"}
+_REGISTRY: dict[str, TrackerPlugin] = {}
+#: built-in trackers, imported lazily: name -> "module:attribute" of their plugin
+_BUILTIN: dict[str, str] = {"siamrpn": "trackers.siamrpn.plugin:PLUGIN"}
 
 
-def register(name: str, factory: Factory | None = None):
-    """Register ``factory`` under ``name`` (usable as a decorator: ``@register("x")``)."""
-
-    def deco(fn: Factory) -> Factory:
-        if name in _REGISTRY and _REGISTRY[name] is not fn:
-            raise ValueError(f"tracker {name!r} is already registered")
-        _REGISTRY[name] = fn
-        return fn
-
-    return deco(factory) if factory is not None else deco
+def register(plugin: TrackerPlugin) -> TrackerPlugin:
+    """Register ``plugin`` under ``plugin.name`` (an error if another one has that name)."""
+    if plugin.name in _REGISTRY and _REGISTRY[plugin.name] is not plugin:
+        raise ValueError(f"tracker {plugin.name!r} is already registered")
+    _REGISTRY[plugin.name] = plugin
+    return plugin
 
 
 def available_trackers() -> list[str]:
-    """Names :func:`build_tracker` accepts."""
+    """Names :func:`get_tracker` accepts."""
     return sorted(set(_REGISTRY) | set(_BUILTIN))
 
 
-def build_tracker(name: str, cfg: Any = None) -> Any:
-    """Build the tracker registered as ``name`` from ``cfg`` (what ``cfg`` is depends on the
-    tracker; see its factory)."""
+def trainable_trackers() -> list[str]:
+    """Names of the trackers the DeepMOT loop can fine-tune (``train.py --tracker`` choices)."""
+    return [n for n in available_trackers() if get_tracker(n).build_trainable is not None]
+
+
+def get_tracker(name: str) -> TrackerPlugin:
+    """The plugin registered as ``name``; ``ValueError`` listing the known names otherwise."""
     if name not in _REGISTRY and name in _BUILTIN:
-        module, fn = _BUILTIN[name].split(":")
-        _REGISTRY[name] = getattr(importlib.import_module(module), fn)
+        module, attr = _BUILTIN[name].split(":")
+        register(getattr(importlib.import_module(module), attr))
     if name not in _REGISTRY:
         raise ValueError(f"unknown tracker {name!r}; available: {', '.join(available_trackers())}")
-    return _REGISTRY[name](cfg)
+    return _REGISTRY[name]
+
+
+def build_tracker(name: str, cfg: Any = None) -> Any:
+    """The bare network of tracker ``name`` built from ``cfg`` (see its plugin's ``build_model``)."""
+    plugin = get_tracker(name)
+    if plugin.build_model is None:
+        raise ValueError(f"tracker {name!r} has no single network to build")
+    return plugin.build_model(cfg)

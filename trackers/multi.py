@@ -8,7 +8,7 @@ active tracks suppressed (older id wins); births from unmatched confident detect
 over ``birth_wait`` frames. All thresholds are in :class:`~trackers.multi_config.MOTConfig`.
 
 The SOT is anything following :class:`BatchedSOT` (``add``/``remove``/``reinit``/``track``,
-optionally ``move``); :class:`SiamRPNSOT` adapts ``trackers.siamrpn.tracker.BatchedSiamRPNTracker``.
+optionally ``move``); ``trackers.siamrpn.mot.SiamRPNSOT`` adapts the batched SiamRPN.
 Boxes handed to and returned by the SOT are ``x, y, w, h`` in the detections' coordinates.
 """
 
@@ -24,11 +24,12 @@ from torch import Tensor
 
 from deepmot.boxes import box_iou
 from deepmot.datasets.mot import split_variant
+from deepmot.engine.protocol import SequenceFactory
 from deepmot.matching import associate
 from trackers.multi_config import InferenceFileConfig, MOTConfig
 
-__all__ = ["SOTOutput", "BatchedSOT", "Track", "FrameOutput", "MultiTracker", "SiamRPNSOT",
-           "mot_factory", "build_mot_factory"]
+__all__ = ["SOTOutput", "BatchedSOT", "Track", "FrameOutput", "MultiTracker", "mot_factory",
+           "build_mot_factory"]
 
 
 # --------------------------------------------------------------------------- protocol
@@ -342,95 +343,24 @@ class MultiTracker:
                            torch.tensor([self.tracks[i].score for i in ids], dtype=torch.float64))
 
 
-# --------------------------------------------------------------------------- SiamRPN
-@dataclass
-class _Out:
-    ids: list[int]
-    bbox: Tensor
-    best_score: Tensor
-
-
-class SiamRPNSOT:
-    """``BatchedSiamRPNTracker`` as a :class:`BatchedSOT` in MOTChallenge coordinates.
-
-    MOTChallenge boxes are 1-based (pixel column 0 is ``x = 1``); the SiamRPN crops 0-based image
-    arrays, so boxes are shifted by ``origin`` on the way in and back on the way out. ``move`` sets
-    the targets' centre/size (keeping template and features).
-    """
-
-    def __init__(self, batched: Any, origin: float = 1.0):
-        self.batched = batched
-        self.shift = torch.tensor([origin, origin, 0.0, 0.0], dtype=torch.float64)
-
-    def _in(self, boxes_xywh: Tensor) -> Tensor:
-        return torch.as_tensor(boxes_xywh, dtype=torch.float64).reshape(-1, 4) - self.shift
-
-    def add(self, img: np.ndarray, boxes_xywh: Tensor, ids: Sequence[int]) -> list[int]:
-        """Start targets ``ids`` from ``(K, 4)`` boxes."""
-        return self.batched.add(img, self._in(boxes_xywh), list(ids))
-
-    def remove(self, ids: Sequence[int]) -> None:
-        """Drop targets."""
-        self.batched.remove(list(ids))
-
-    def reinit(self, img: np.ndarray, ids: Sequence[int], boxes_xywh: Tensor) -> None:
-        """New template and position for existing targets."""
-        self.batched.reinit(img, list(ids), self._in(boxes_xywh))
-
-    def move(self, ids: Sequence[int], boxes_xywh: Tensor) -> None:
-        """Set the position and size of existing targets (template unchanged)."""
-        s = self.batched.state
-        row = {i: r for r, i in enumerate(s.ids)}
-        rows = torch.tensor([row[int(i)] for i in ids], dtype=torch.long)
-        b = self._in(boxes_xywh)
-        s.center[rows] = (b[:, :2] + b[:, 2:] / 2).to(s.center.dtype)
-        s.size[rows] = b[:, 2:].to(s.size.dtype)
-
-    def track(self, img: np.ndarray) -> _Out:
-        """One batched step for every target: ids, ``(N, 4)`` x, y, w, h, scores."""
-        r = self.batched.track(img)
-        return _Out(list(r.ids), r.bbox.to(torch.float64) + self.shift, r.best_score)
-
-
 # --------------------------------------------------------------------------- factories
-def mot_factory(model: Any, cfg: MOTConfig | dict | None = None, max_batch: int | None = None,
-                ) -> Callable[[Any], MultiTracker]:
-    """Per-sequence tracker factory ``f(seq_info) -> MultiTracker`` for ``model``: a SiamRPN
-    ``nn.Module`` (wrapped in a fresh ``BatchedSiamRPNTracker`` per sequence) or a zero-argument
-    callable returning a :class:`BatchedSOT`. ``seq_info`` (anything with ``.name``, or None)
-    selects the detector-specific score thresholds."""
+def mot_factory(sot: Callable[[], BatchedSOT], cfg: MOTConfig | dict | None = None) -> SequenceFactory:
+    """The per-sequence tracker factory ``f(seq_info) -> MultiTracker`` over a fresh SOT from
+    ``sot()`` for each sequence (the inference protocol, :mod:`deepmot.engine.protocol`).
+    ``seq_info`` (anything with ``.name``, or None) selects the detector-specific score
+    thresholds of ``cfg`` (a :class:`MOTConfig` or a dict of its fields)."""
     mot_cfg = cfg if isinstance(cfg, MOTConfig) else MOTConfig(**(cfg or {}))
 
     def make(seq_info: Any = None) -> MultiTracker:
         detector = split_variant(seq_info.name)[1] if seq_info is not None else None
-        if isinstance(model, torch.nn.Module):
-            from trackers.siamrpn.tracker import BatchedSiamRPNTracker
-
-            sot: Any = SiamRPNSOT(BatchedSiamRPNTracker(model, max_batch=max_batch))
-        elif callable(model):
-            sot = model()
-        else:
-            raise TypeError(f"expected a SiamRPN nn.Module or an SOT factory, got {type(model).__name__}")
-        return MultiTracker(sot, mot_cfg, detector=detector)
+        return MultiTracker(sot(), mot_cfg, detector=detector)
 
     return make
 
 
-def resolve_device(device: str) -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU; anything else as ``torch.device``."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+def build_mot_factory(cfg: InferenceFileConfig, checkpoint: str | None = None) -> SequenceFactory:
+    """The inference factory of the tracker named ``cfg.tracker`` (registry:
+    :func:`trackers.get_tracker`) with weights ``checkpoint`` or ``cfg.checkpoint``."""
+    from trackers import get_tracker
 
-
-def build_mot_factory(cfg: InferenceFileConfig, checkpoint: str | None = None) -> Callable[[Any], MultiTracker]:
-    """Build the SOT named ``cfg.tracker`` through the registry (architecture ``cfg.model``, weights
-    ``checkpoint`` or ``cfg.checkpoint``, loaded strictly) on ``cfg.device`` and return
-    :func:`mot_factory` over it."""
-    from trackers import build_tracker
-
-    ckpt = checkpoint or cfg.checkpoint or None
-    model = build_tracker(cfg.tracker, {"model": cfg.model, "checkpoint": ckpt})
-    if isinstance(model, torch.nn.Module):
-        model = model.to(resolve_device(cfg.device)).eval()
-    return mot_factory(model, cfg.mot, max_batch=cfg.max_batch)
+    return get_tracker(cfg.tracker).build_inference(cfg, checkpoint or cfg.checkpoint or None)

@@ -9,8 +9,11 @@ other detectors' pairs; :func:`deepmot.config.load_config` merges dotted keys in
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Literal
+
+from deepmot.config import Device, Fraction, NonNegative, NonNegativeInt, PositiveInt
 
 __all__ = ["MOTConfig", "InferenceFileConfig"]
 
@@ -49,17 +52,17 @@ class MOTConfig:
     birth_score: float = 0.5
     detector_scores: dict[str, list[float]] = field(default_factory=lambda: {
         "DPM": [0.0, 0.3], "FRCNN": [0.0, 0.5], "SDP": [0.0, 0.5]})
-    match_iou: float = 0.3
+    match_iou: Fraction = 0.3
     match_method: Literal["hungarian", "greedy"] = "hungarian"
-    refine_iou: float = 0.3
+    refine_iou: NonNegative = 0.3
     refine_state: bool = True
     reinit_on_reactivate: bool = True
-    patience: int = 30
-    nms_iou: float = 0.5
-    birth_wait: int = 3
-    birth_iou: float = 0.4
+    patience: NonNegativeInt = 30
+    nms_iou: Fraction = 0.5
+    birth_wait: PositiveInt = 3
+    birth_iou: Fraction = 0.4
     birth_backfill: bool = True
-    coast_frames: int = 5
+    coast_frames: NonNegativeInt = 5
     coast_score: float = 0.5
 
     def __post_init__(self) -> None:
@@ -82,6 +85,9 @@ class MOTConfig:
         for det, pair in self.detector_scores.items():
             if len(pair) != 2:
                 raise ValueError(f"MOTConfig.detector_scores[{det!r}] must be [min_score, birth_score], got {pair}")
+            if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                       for v in pair):
+                raise ValueError(f"MOTConfig.detector_scores[{det!r}] must hold two finite numbers, got {pair}")
 
     def scores_for(self, detector: str | None) -> tuple[float, float]:
         """``(min_score, birth_score)`` for sequences of public detector ``detector`` (None: defaults)."""
@@ -104,6 +110,6 @@ class InferenceFileConfig:
     tracker: str = "siamrpn"
     model: str = "siamrpn_alex_tiny"
     checkpoint: str = ""
-    max_batch: int | None = None
-    device: str = "auto"
+    max_batch: PositiveInt | None = None
+    device: Device = "auto"
     mot: MOTConfig = field(default_factory=MOTConfig)

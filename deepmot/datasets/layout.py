@@ -152,7 +152,8 @@ def split_variant(name: str) -> tuple[str, str | None]:
     return name, None
 
 
-def discover_sequences(root, split: str = "train", detections=None) -> list[SeqInfo]:
+def discover_sequences(root, split: str = "train", detections=None,
+                       errors: dict[str, str] | None = None) -> list[SeqInfo]:
     """Sequences of a MOTChallenge dataset, sorted by name.
 
     ``root``: the dataset folder (holding ``train/`` and ``test/``), or a split folder, or one
@@ -160,7 +161,9 @@ def discover_sequences(root, split: str = "train", detections=None) -> list[SeqI
     ``detections``: None keeps every MOT17 variant; a name (``"FRCNN"``) or a list of names keeps
     only those variants. Sequences without a variant suffix (MOT16/MOT20) are always kept.
     Every folder holding a ``seqinfo.ini`` is a sequence. Raises MissingDataError when nothing is
-    found, DataFormatError on an unknown variant name.
+    found, DataFormatError on an unknown variant name. ``errors``: when given, a sequence whose
+    ``seqinfo.ini`` is malformed is left out and its message stored under its folder name (so
+    one bad sequence does not stop the others); otherwise its DataFormatError is raised.
     """
     root = Path(root)
     if detections is None:
@@ -187,7 +190,12 @@ def discover_sequences(root, split: str = "train", detections=None) -> list[SeqI
         _, variant = split_variant(d.name)
         if wanted is not None and variant is not None and variant not in wanted:
             continue
-        out.append(read_seqinfo(d))
+        try:
+            out.append(read_seqinfo(d))
+        except DataFormatError as e:
+            if errors is None:
+                raise
+            errors[d.name] = str(e)
     return sorted(out, key=lambda s: s.name)
 
 

@@ -59,7 +59,7 @@ _GT_FIELDS = ("frame", "id", "x", "y", "w", "h", "flag", "class", "visibility")
 _DET_FIELDS = ("frame", "id", "x", "y", "w", "h", "score", "x3d", "y3d", "z3d")
 _RES_FIELDS = ("frame", "id", "x", "y", "w", "h", "conf", "class", "y3d", "z3d")
 # Integer fields must hold integral values within this magnitude.
-_INT_LIMIT = 2**31 - 1
+_INT_LIMIT = 2**53  # integers a float64 holds exactly (TrackEval reads ids as floats too)
 
 
 # --------------------------------------------------------------------------- rows

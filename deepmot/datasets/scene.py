@@ -7,18 +7,31 @@ backdrop. Randomness comes only from the ``numpy.random.Generator`` passed in.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 
 from deepmot.datasets.render import draw_person, make_background, random_appearance, visibility
 
-if TYPE_CHECKING:
-    from deepmot.datasets.synthetic import SyntheticConfig
-
-__all__ = ["Scene", "simulate", "gt_rows", "render_frame", "person_height", "inside_fraction", "HORIZON"]
+__all__ = ["SceneSettings", "Scene", "simulate", "gt_rows", "render_frame", "person_height", "inside_fraction",
+           "HORIZON"]
 
 HORIZON = 0.42  # fraction of the image height where the ground starts
+
+
+class SceneSettings(Protocol):
+    """The fields of :class:`deepmot.datasets.synthetic.SyntheticConfig` a scene needs (typed
+    here so that this module does not import the generator that imports it)."""
+
+    width: int
+    height: int
+    min_frames: int
+    max_frames: int
+    min_objects: int
+    max_objects: int
+    static_persons: int
+    reflections: int
+    camera_pan: float
 
 
 @dataclass
@@ -31,14 +44,14 @@ class Scene:
     objects: list[dict]  # id, cls, flag, app, alpha, kind, boxes {t: xyxy}
 
 
-def person_height(cfg: SyntheticConfig, y_bottom: float, scale: float) -> float:
+def person_height(cfg: SceneSettings, y_bottom: float, scale: float) -> float:
     """Perspective: people lower in the image (nearer) are taller."""
     H = cfg.height
     rel = (y_bottom - HORIZON * H) / ((1 - HORIZON) * H)
     return scale * H * (0.15 + 0.45 * max(rel, 0.05))
 
 
-def simulate(cfg: SyntheticConfig, rng: np.random.Generator) -> Scene:
+def simulate(cfg: SceneSettings, rng: np.random.Generator) -> Scene:
     """Simulate one sequence: length and crowd size drawn from ``cfg``; pedestrians (class 1)
     spawn at the borders to keep the crowd near its target size, walk with changing speeds and
     rare turns, and end for good once they leave the view; static persons (class 7) and window
@@ -159,7 +172,7 @@ def inside_fraction(box: np.ndarray, W: int, H: int) -> float:
     return iw * ih / area
 
 
-def gt_rows(cfg: SyntheticConfig, scene: Scene) -> dict[str, np.ndarray]:
+def gt_rows(cfg: SceneSettings, scene: Scene) -> dict[str, np.ndarray]:
     """All GT rows (0-based xyxy) with visibility from the depth order; one entry per object
     per frame where at least 20 % of its box lies inside the image."""
     out = {k: [] for k in ("frame", "id", "box", "flag", "cls", "vis", "inside")}

@@ -21,7 +21,7 @@ from deepmot.datasets.mot import (
 )
 from deepmot.errors import DataFormatError, MissingDataError
 
-__all__ = ["Frame", "Sequence"]
+__all__ = ["Frame", "Sequence", "resolve_frame_range"]
 
 
 @dataclass
@@ -52,7 +52,9 @@ class Frame:
         return (self.gt_cls == 1) & (self.gt_flag == 1) & (self.gt_vis >= min_vis)
 
 
-def _resolve_range(frame_range, seq_length: int) -> tuple[int, int]:
+def resolve_frame_range(frame_range, seq_length: int) -> tuple[int, int]:
+    """Inclusive 1-based ``(start, end)`` of ``frame_range``: None (whole sequence), a pair, or
+    ``"train-half"`` / ``"val-half"`` / ``"full"`` (:func:`~deepmot.datasets.mot.half_frame_range`)."""
     if frame_range is None:
         return (1, seq_length)
     if isinstance(frame_range, str):
@@ -90,7 +92,7 @@ class Sequence:
     ) -> None:
         self.info = seq if isinstance(seq, SeqInfo) else read_seqinfo(seq)
         self.load_images = load_images
-        self.start, self.end = _resolve_range(frame_range, self.info.seq_length)
+        self.start, self.end = resolve_frame_range(frame_range, self.info.seq_length)
         root = Path(self.info.root)
         if load_images and not (root / self.info.im_dir).is_dir():
             raise MissingDataError(f"image folder '{self.info.im_dir}' is missing", root / self.info.im_dir)

@@ -22,11 +22,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from deepmot.boxes import box_iou, deepmot_distance, forbidden_mask, gate_distance
+from deepmot.boxes import box_iou, cxcywh_to_xyxy, deepmot_distance, forbidden_mask, gate_distance
+from deepmot.config import Fraction, NonNegative, PositiveInt
 from deepmot.matching.linear import gated_linear_assignment
 
 __all__ = ["DHNDataConfig", "DHNBatch", "DHNSample", "generate_matrix", "make_batch",
-           "batch_stream", "heldout_set", "SIZE_BUCKETS", "size_bucket"]
+           "batch_stream", "heldout_set", "SIZE_BUCKETS", "size_bucket", "exact_sample", "hypotheses"]
 
 #: Size buckets on ``max(N, M)`` used for sampling and for reporting: (low, high) inclusive.
 SIZE_BUCKETS: tuple[tuple[int, int], ...] = ((1, 5), (6, 10), (11, 20), (21, 30))
@@ -55,13 +56,17 @@ class DHNDataConfig:
     (the criterion's default); the others draw from 0.1..0.8.
     """
 
-    max_size: int = 30
-    bucket_probs: tuple[float, ...] = (0.3, 0.3, 0.25, 0.15)
-    elements_per_batch: int = 4096
-    max_batch: int = 128
-    uniform_share: float = 0.1
-    ungated_share: float = 0.2
-    threshold_05_share: float = 0.5
+    max_size: PositiveInt = 30
+    bucket_probs: tuple[NonNegative, ...] = (0.3, 0.3, 0.25, 0.15)
+    elements_per_batch: PositiveInt = 4096
+    max_batch: PositiveInt = 128
+    uniform_share: Fraction = 0.1
+    ungated_share: Fraction = 0.2
+    threshold_05_share: Fraction = 0.5
+
+    def __post_init__(self) -> None:
+        if not any(p > 0 for p in self.bucket_probs):
+            raise ValueError(f"bucket_probs must hold at least one positive value, got {self.bucket_probs}")
 
 
 class DHNSample(NamedTuple):
@@ -117,7 +122,19 @@ def _scene_distance(rng: np.random.Generator, n: int, m: int) -> tuple[Tensor, T
     x0, y0 = rng.uniform(0, img_w - rw), rng.uniform(0, img_h - rh)
     region = (x0, y0, x0 + rw, y0 + rh)
     gt = _random_boxes(rng, m, img_w, img_h, region)
+    tb, gb = cxcywh_to_xyxy(torch.from_numpy(hypotheses(rng, gt, n, img_w, img_h))), cxcywh_to_xyxy(torch.from_numpy(gt))
+    return deepmot_distance(tb, gb, (img_w, img_h)), box_iou(tb, gb)
 
+
+def hypotheses(rng: np.random.Generator, gt: np.ndarray, n: int, img_w: float, img_h: float) -> np.ndarray:
+    """``n`` track boxes for ``(M, 4)`` GT boxes, both ``cx, cy, w, h`` pixels -> ``(n, 4)``.
+
+    Jittered copies of a random subset of the GT (log-uniform jitter 0.02-0.4 of the box size;
+    up to 40 % of the objects missed), the other rows duplicates, near misses or boxes anywhere
+    in the ``img_w x img_h`` image, in random order. Used for the random scenes and for
+    jittering real GT (:mod:`deepmot.dhn.tracking_data`).
+    """
+    m = len(gt)
     sigma = float(np.exp(rng.uniform(np.log(0.02), np.log(0.4))))
     n_true = min(n, m) - rng.binomial(min(n, m), rng.uniform(0.0, 0.4))
     objs = rng.permutation(m)[:n_true]
@@ -140,13 +157,7 @@ def _scene_distance(rng: np.random.Generator, n: int, m: int) -> tuple[Tensor, T
         parts.append(extra)
     tracks = np.concatenate(parts)[rng.permutation(n)]
     tracks[:, 2:] = np.maximum(tracks[:, 2:], 2.0)
-
-    def xyxy(b: np.ndarray) -> Tensor:
-        t = torch.from_numpy(b)
-        return torch.cat([t[:, :2] - t[:, 2:] / 2, t[:, :2] + t[:, 2:] / 2], dim=1)
-
-    tb, gb = xyxy(tracks), xyxy(gt)
-    return deepmot_distance(tb, gb, (img_w, img_h)), box_iou(tb, gb)
+    return tracks
 
 
 def _draw_threshold(rng: np.random.Generator, cfg: DHNDataConfig, allow_ungated: bool) -> float | None:
@@ -169,10 +180,17 @@ def generate_matrix(rng: np.random.Generator, n: int, m: int, cfg: DHNDataConfig
     else:
         d, iou = _scene_distance(rng, n, m)
         forb = forbidden_mask(iou, threshold)
+    return exact_sample(d, forb)
+
+
+def exact_sample(distance: Tensor, forbidden: Tensor) -> DHNSample:
+    """A :class:`DHNSample` of an ``(N, M)`` distance and forbidden mask, with its exact target
+    (gated Hungarian: maximum cardinality over allowed pairs, then minimum total distance)."""
+    n, m = distance.shape
     target = torch.zeros(n, m)
-    rows, cols = gated_linear_assignment(d.numpy(), forb.numpy())
+    rows, cols = gated_linear_assignment(distance.detach().double().numpy(), forbidden.numpy())
     target[torch.from_numpy(rows), torch.from_numpy(cols)] = 1.0
-    return DHNSample(d.float(), forb, target)
+    return DHNSample(distance.detach().float(), forbidden, target)
 
 
 def _draw_shape(rng: np.random.Generator, cfg: DHNDataConfig, max_size: int) -> tuple[int, int]:

@@ -128,8 +128,10 @@ def evaluate_model(model: torch.nn.Module, samples: Sequence[DHNSample], thresho
 
 def format_table(results: dict[str, dict[str, dict[str, float]]], threshold: float = 0.5,
                  methods: Iterable[str] = ("dhn_row", "dhn_col", "dhn_mutual", "baseline")) -> str:
-    """A markdown table of :func:`evaluate_predictions` results (one row per method and bucket)."""
-    lines = [f"| method (th={threshold}) | bucket max(N,M) | matrices | WA | precision | recall | F1 | exact |",
+    """A markdown table of :func:`evaluate_predictions` results (one row per method and bucket),
+    ratios in percent with 3 decimals."""
+    lines = [f"| method (th={threshold}) | bucket max(N,M) | matrices | WA % | precision % | recall % | F1 % "
+             "| exact % |",
              "|---|---|---|---|---|---|---|---|"]
     for name in methods:
         if name not in results:
@@ -138,6 +140,6 @@ def format_table(results: dict[str, dict[str, dict[str, float]]], threshold: flo
             r = results[name].get(bucket)
             if r is None:
                 continue
-            lines.append(f"| {name} | {bucket} | {r['count']} | {r['wa']:.4f} | {r['precision']:.4f} | "
-                         f"{r['recall']:.4f} | {r['f1']:.4f} | {100 * r['exact']:.1f} % |")
+            lines.append(f"| {name} | {bucket} | {r['count']} | " + " | ".join(
+                f"{100 * r[k]:.3f}" for k in ("wa", "precision", "recall", "f1", "exact")) + " |")
     return "\n".join(lines)

@@ -15,12 +15,13 @@ from __future__ import annotations
 import dataclasses
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Annotated, Any, Literal, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
 
-from deepmot.engine.checkpoint import extract_state_dict
+from deepmot.config import PositiveInt, Range, config_from_dict
+from deepmot.runtime.checkpoint import extract_state_dict, torch_load
 
 __all__ = ["DHNConfig", "DeepHungarianNet", "extract_state_dict", "WEIGHTS_DIR", "DEFAULT_WEIGHTS"]
 
@@ -39,11 +40,15 @@ class DHNConfig:
     ``head_activation``: ``"none"`` (reference: three affine maps) or ``"relu"``.
     """
 
-    hidden_size: int = 256
-    num_layers: int = 2
-    dropout: float = 0.0
-    head_dims: tuple[int, int] = (256, 64)
-    head_activation: str = "none"
+    hidden_size: PositiveInt = 256
+    num_layers: PositiveInt = 2
+    dropout: Annotated[float, Range(ge=0, lt=1)] = 0.0
+    head_dims: tuple[PositiveInt, PositiveInt] = (256, 64)
+    head_activation: Literal["none", "relu"] = "none"
+
+    def __post_init__(self) -> None:
+        if len(self.head_dims) != 2:
+            raise ValueError(f"head_dims must hold two widths, got {list(self.head_dims)}")
 
 
 class DeepHungarianNet(nn.Module):
@@ -75,12 +80,11 @@ class DeepHungarianNet(nn.Module):
     @classmethod
     def from_config(cls, cfg: DHNConfig | Mapping[str, Any]) -> "DeepHungarianNet":
         """Build from a :class:`DHNConfig` or its dict form (as stored in checkpoints)."""
-        d = dataclasses.asdict(cfg) if isinstance(cfg, DHNConfig) else dict(cfg)
-        known = {f.name for f in dataclasses.fields(DHNConfig)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown DHN config key(s): {sorted(unknown)}")
-        return cls(**d)
+        if isinstance(cfg, DHNConfig):
+            return cls(**dataclasses.asdict(cfg))
+        if not isinstance(cfg, Mapping):
+            raise ValueError(f"DHN model_config must be a mapping, got {type(cfg).__name__}")
+        return cls(**dataclasses.asdict(config_from_dict(DHNConfig, dict(cfg))))  # checked types, ranges
 
     def reset_parameters_deepmot(self) -> None:
         """DeepMOT's training init: orthogonal GRU weights, reset-gate biases set to -1."""
@@ -111,16 +115,15 @@ class DeepHungarianNet(nn.Module):
         path = Path(path) if path is not None else WEIGHTS_DIR / DEFAULT_WEIGHTS
         if not path.is_file():
             raise FileNotFoundError(f"DHN weights not found: {path}")
-        try:
-            obj = torch.load(path, map_location=map_location, weights_only=True)
-        except Exception as e:  # corrupt, or pickles arbitrary objects
-            raise ValueError(f"{path}: not loadable as DHN weights ({type(e).__name__}: {e})") from None
+        obj = torch_load(path, map_location, "not loadable as DHN weights")
         cfg = obj.get("model_config") if isinstance(obj, Mapping) else None
         model = cls.from_config(cfg) if cfg is not None else cls()
         try:
             model.load_state_dict(extract_state_dict(obj))
         except RuntimeError as e:
-            raise ValueError(f"{path}: state dict does not fit DeepHungarianNet({model.config}): {e}") from None
+            detail = " ".join(line.strip() for line in str(e).splitlines()[1:3])
+            raise ValueError(f"{path}: state dict does not fit DeepHungarianNet({model.config}): "
+                             f"{detail[:300]}") from None
         return model.freeze() if freeze else model
 
     # ------------------------------------------------------------------ forward

@@ -1,11 +1,16 @@
 """DHN pre-training loop behind ``python train.py --dhn``.
 
-Streams same-shape batches of random gated distance matrices (:mod:`deepmot.dhn.data`),
+Streams same-shape batches of random gated distance matrices (:mod:`deepmot.dhn.data`), mixed
+with real-geometry ones from a MOT-format train split when ``tracking_share`` > 0
+(:mod:`deepmot.dhn.tracking_data`; ``init`` starts from given weights for fine-tuning),
 optimises the weighted binary focal loss of DeepMOT (class weights ``w0 = n1/n``, ``w1 = 1-w0``
 per matrix, gamma 2, times ``loss_scale``; ``class_balance`` < 1 moves the weights towards equal
 ones) with RMSprop and a step decay from the initial rate
 (``lr0 * gamma ** (step // every)``, not compounding), validates periodically on a fixed
-held-out set, and writes checkpoints (``last.pt`` and ``best.pt``) that resume exactly.
+held-out set, and writes checkpoints (``last.pt`` and ``best.pt``) that resume exactly. At the end
+it writes the run's usable outputs: ``dhn.pt`` (the best validated weights with their
+``model_config``, small and ``weights_only``-loadable: :meth:`DeepHungarianNet.pretrained` and
+``train.py --tracker siamrpn --dhn-weights`` take it) and ``curves.png`` (loss, validation in percent).
 Under ``torchrun`` (``WORLD_SIZE > 1``) it runs DistributedDataParallel (gloo on CPU, NCCL on
 GPU); each rank draws its own stream; rank 0 logs, validates and checkpoints.
 """
@@ -17,19 +22,25 @@ import math
 import os
 import time
 from pathlib import Path
+from typing import Annotated
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor
 
-from deepmot.config import ConfigError, config_to_dict, save_config
-from deepmot.dhn.data import DHNDataConfig, batch_stream, heldout_set
+from deepmot.config import (ConfigError, Device, Fraction, NonNegative, NonNegativeInt, Positive, PositiveInt,
+                            Range, config_to_dict, save_config)
+from deepmot.dhn.data import DHNDataConfig, heldout_set
 from deepmot.dhn.metrics import BUCKET_NAMES, evaluate_model, format_table
 from deepmot.dhn.model import DeepHungarianNet, DHNConfig
-from deepmot.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from deepmot.engine.run import Run, find_latest_checkpoint, progress
-from deepmot.engine.seed import seed_everything
+from deepmot.dhn.tracking_data import TrackingPool, dataset_root, mixed_stream
+from deepmot.progress import progress
+from deepmot.runtime.checkpoint import load_checkpoint, resume_training, save_checkpoint, training_state
+from deepmot.runtime.distributed import any_rank, barrier, cleanup_distributed, init_distributed
+from deepmot.runtime.plots import plot_scalars
+from deepmot.runtime.preempt import PreemptionGuard
+from deepmot.runtime.run import Run
+from deepmot.runtime.seed import seed_everything
 
 __all__ = ["DHNTrainConfig", "weighted_focal_loss", "step_lr", "train_dhn", "export_weights"]
 
@@ -39,32 +50,48 @@ class DHNTrainConfig:
     """Everything a DHN training run needs (YAML: ``configs/dhn.yaml``)."""
 
     name: str = "dhn"
-    seed: int = 1
-    device: str = "cpu"
-    num_threads: int = 2
+    seed: NonNegativeInt = 1
+    device: Device = "cpu"
+    num_threads: PositiveInt = 2
     model: DHNConfig = dataclasses.field(default_factory=DHNConfig)
     data: DHNDataConfig = dataclasses.field(default_factory=DHNDataConfig)
-    steps: int = 100_000
-    lr: float = 3e-4
-    lr_gamma: float = 0.95
-    lr_every: int = 20_000
-    grad_clip: float = 5.0
-    focal_gamma: float = 2.0
-    loss_scale: float = 10.0
+    steps: PositiveInt = 100_000
+    lr: Positive = 3e-4
+    lr_gamma: Annotated[float, Range(gt=0, le=1)] = 0.95
+    lr_every: PositiveInt = 20_000
+    grad_clip: Positive = 5.0
+    focal_gamma: NonNegative = 2.0
+    loss_scale: Positive = 10.0
     #: 1 = DeepMOT's per-matrix class weights; 0 = both classes weigh 0.5; between: a mix
-    class_balance: float = 1.0
+    class_balance: Fraction = 1.0
     #: curriculum: [[from_step, max_size], ...] (sorted); empty = always data.max_size
-    curriculum: list[list[int]] = dataclasses.field(default_factory=list)
-    log_every: int = 50
-    val_every: int = 1000
-    val_count: int = 1000
-    val_seed: int = 20240
-    val_threshold: float = 0.5
-    checkpoint_every: int = 200
+    curriculum: list[list[NonNegativeInt]] = dataclasses.field(default_factory=list)
+    log_every: PositiveInt = 50
+    val_every: PositiveInt = 1000
+    val_count: PositiveInt = 1000
+    val_seed: NonNegativeInt = 20240
+    val_threshold: Fraction = 0.5
+    checkpoint_every: PositiveInt = 200
+    #: weights to start from (fine-tuning; a dhn.pt or checkpoint with the same model config); "" = fresh
+    init: str = ""
+    #: share of batches from real-geometry matrices (:mod:`deepmot.dhn.tracking_data`); 0 = random only
+    tracking_share: Fraction = 0.0
+    #: MOT-format dataset whose train split feeds them; "" = the built-in synthetic set (seed 0)
+    tracking_data: str = ""
+    #: share of jittered-GT matrices among them (the rest: detections and lagged GT)
+    tracking_jitter_share: Fraction = 0.3
+    #: whole-frame matrices of synthetic seed 1's train split added to validation (0 = none);
+    #: the score is then the mean of the random score and their row-wise exact rate
+    tracking_val_count: NonNegativeInt = 0
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.class_balance <= 1.0:
             raise ConfigError(f"class_balance must be in [0, 1], got {self.class_balance}")
+        if not 0.0 <= self.tracking_share <= 1.0:
+            raise ConfigError(f"tracking_share must be in [0, 1], got {self.tracking_share}")
+        for pair in self.curriculum:
+            if len(pair) != 2 or pair[1] < 1:
+                raise ConfigError(f"curriculum entries must be [from_step, max_size >= 1], got {pair}")
 
 
 def weighted_focal_loss(logits: Tensor, target: Tensor, gamma: float = 2.0, scale: float = 10.0,
@@ -129,67 +156,77 @@ def _score(results: dict) -> float:
 
 def train_dhn(cfg: DHNTrainConfig, resume: str | os.PathLike | None = None) -> Path:
     """Train a DHN with ``cfg`` (or continue the run directory ``resume``); returns the run dir."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    distributed = world > 1
-    device = torch.device(cfg.device)
-    if distributed:
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-        if device.type == "cuda":
-            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-            torch.cuda.set_device(device)
+    info = init_distributed(cfg.device)
+    world, rank, device, distributed = info.world, info.rank, info.device, info.distributed
     torch.set_num_threads(max(1, cfg.num_threads))
     seed_everything(cfg.seed + rank)
 
-    run = Run.create(cfg.name, cfg, resume=resume)
+    run = Run.create(cfg.name, cfg, resume=resume, device=device)
+    try:
+        _train(cfg, run, device, resume, distributed, rank, world)
+    finally:
+        run.close()
+    return run.dir
+
+
+def _train(cfg: DHNTrainConfig, run: Run, device: torch.device, resume: str | os.PathLike | None,
+           distributed: bool, rank: int, world: int) -> None:
     log = run.logger
     model = DeepHungarianNet.from_config(cfg.model)
     model.reset_parameters_deepmot()
+    if cfg.init and resume is None:
+        model.load_state_dict(DeepHungarianNet.pretrained(cfg.init).state_dict())
     model.to(device)
     opt = torch.optim.RMSprop(model.parameters(), lr=cfg.lr)
     step, best = 0, -math.inf
     if resume is not None:
-        ckpt_path = find_latest_checkpoint(run.dir)
-        if ckpt_path is None:
-            raise FileNotFoundError(f"--resume: no checkpoint in {run.dir / 'checkpoints'}")
-        ckpt = load_checkpoint(ckpt_path, map_location=device)
-        model.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
+        ckpt, ckpt_path = resume_training(run.dir, model, opt, map_location=device, required=True,
+                                          log=run.logger.warning)
         step, best = int(ckpt["step"]), float(ckpt["best_score"])
-        set_rng_state(ckpt["rng"])
-        log.info("resumed from %s at step %d (best score %.4f)", ckpt_path, step, best)
+        log.info("resumed from %s at step %d (best score %.3f %%)", ckpt_path, step, 100 * best)
         if run.main:  # the config in force from now on (``--set`` overrides included)
             save_config(cfg, run.dir / "config.yaml")
     net = torch.nn.parallel.DistributedDataParallel(model) if distributed else model
 
     val_set = heldout_set(cfg.val_seed, cfg.val_count, cfg.data.max_size, cfg.data) if run.main else []
+    pool = (TrackingPool.from_dataset(dataset_root(cfg.tracking_data or None), "train", cfg.tracking_jitter_share)
+            if cfg.tracking_share > 0 else None)
+    track_val = (TrackingPool.from_dataset(dataset_root(None, seed=1), "train").heldout(cfg.val_seed, cfg.tracking_val_count)
+                 if run.main and cfg.tracking_val_count > 0 else [])
     n_params = sum(p.numel() for p in model.parameters())
     log.info("DHN %s, %d parameters, world size %d, steps %d -> %d", config_to_dict(cfg.model),
              n_params, world, step, cfg.steps)
 
     def save(name: str) -> None:
-        state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
-                 "best_score": best, "rng": rng_state(), "config": config_to_dict(cfg),
-                 "model_config": config_to_dict(cfg.model)}
+        state = training_state(model, opt, step=step, best_score=best, config=config_to_dict(cfg),
+                               model_config=config_to_dict(cfg.model))
         save_checkpoint(run.checkpoint_dir / name, state)
+        run.wrote(run.checkpoint_dir / name, "checkpoint")
 
     def validate() -> None:
         nonlocal best
         t0 = time.time()
         results = evaluate_model(model, val_set, cfg.val_threshold)
         score = _score(results)
-        run.log_scalars(step, {**_flat_metrics(results), "val/score": score})
-        log.info("step %d validation (%.1fs), score %.4f\n%s", step, time.time() - t0, score,
+        extra = {}
+        if track_val:
+            exact = evaluate_model(model, track_val, cfg.val_threshold)["dhn_row"]["all"]["exact"]
+            extra = {"val/tracking/exact": exact, "val/random/score": score}
+            log.info("step %d tracking validation: %d matrices, exact %.3f %%", step, len(track_val), 100 * exact)
+            score = 0.5 * (score + exact)
+        run.log_scalars(step, {**_flat_metrics(results), **extra, "val/score": score})
+        log.info("step %d validation (%.1fs), score %.3f %%\n%s", step, time.time() - t0, 100 * score,
                  format_table(results, cfg.val_threshold))
         if score > best:
             best = score
             save("best.pt")
-            log.info("new best %.4f saved", best)
+            log.info("new best score %.3f %% (checkpoints/best.pt)", 100 * best)
 
-    stream = batch_stream(cfg.seed, rank, start=step, cfg=cfg.data, max_size_at=_max_size_at(cfg))
+    stream = mixed_stream(cfg.seed, rank, step, cfg.data, pool, cfg.tracking_share, _max_size_at(cfg))
     model.train()
-    bar = progress(total=cfg.steps, initial=step, desc="dhn")
+    bar = progress(total=cfg.steps, initial=step, desc="DHN steps", unit="step")
     t_last, s_last, loss_acc, n_acc, mats = time.time(), step, 0.0, 0, 0
+    guard = PreemptionGuard().install()   # SIGTERM / SIGUSR1: checkpoint, clean exit, --resume
     while step < cfg.steps:
         batch = next(stream)
         lr = step_lr(cfg, step)
@@ -221,13 +258,32 @@ def train_dhn(cfg: DHNTrainConfig, resume: str | os.PathLike | None = None) -> P
             t_last, s_last, mats = time.time(), step, 0  # keep validation out of the speed
         if run.main and (step % cfg.checkpoint_every == 0 or step == cfg.steps):
             save("last.pt")
+        guard.check(lambda: _preempted(run, save, step), any_rank(guard.requested, device))
+    guard.restore()
     bar.close()
     if distributed:
-        dist.barrier()
-        dist.destroy_process_group()
-    log.info("done at step %d, best score %.4f", step, best)
+        barrier()
+        cleanup_distributed()
+    log.info("done at step %d, best score %.3f %%", step, 100 * best)
+    if run.main:
+        source = run.checkpoint_dir / ("best.pt" if (run.checkpoint_dir / "best.pt").is_file() else "last.pt")
+        export_weights(source, run.dir / "dhn.pt", note=f"from {source}")
+        run.wrote(run.dir / "dhn.pt", f"DHN weights (from {source.name}; use with --dhn-weights)")
+        curves = plot_scalars(run.dir / "curves.png", run.dir / "metrics.csv", {
+            "training loss": ["train/loss"],
+            "validation, exact assignments %": ["val/score", "val/dhn_row/all/exact", "val/baseline/all/exact"]})
+        if curves is not None:
+            run.wrote(curves, "curves")
+
+
+def _preempted(run: Run, save, step: int) -> None:
+    """Preemption: rank 0 writes ``last.pt`` at ``step``; every rank leaves the process group."""
+    if run.main:
+        save("last.pt")
+    run.logger.warning("preempted at step %d: checkpoint written, continue with --resume %s", step, run.dir)
     run.close()
-    return run.dir
+    barrier()
+    cleanup_distributed()
 
 
 def export_weights(checkpoint: str | os.PathLike, out: str | os.PathLike, note: str = "") -> dict:

@@ -1,18 +1,21 @@
-"""DeepMOT fine-tuning of a Siamese tracker (``python train.py --tracker siamrpn``).
+"""DeepMOT fine-tuning of any trainable tracker (``python train.py --tracker NAME``).
 
+The loop knows the tracker only through :mod:`deepmot.engine.protocol` (it imports no tracker);
+the bullets below name what the SiamRPN (``trackers/siamrpn/trainable.py``) does in its part.
 The loop (specs/deepmot.md §6.4, with the fixes of §8.5, 8.8-8.16):
 
 * training sequences are cut into clips of ``seq_len`` frames, shuffled every epoch
   (:mod:`deepmot.engine.clips`); ``clips_per_step`` clips run side by side (split over ranks);
 * on a clip's first frame (and whenever it has no live track) one track is born per GT box;
 * on every other frame, ``num_repeats`` optimiser steps, **each starting from the same
-  previous-frame state** (§8.12): the differentiable batched SiamRPN step for all live tracks
-  -> :class:`~deepmot.criterion.DeepMOTLoss` (frozen DHN) + ``w_focal`` x anchor focal loss with
-  IoU labels -> backward -> Adam (early backbone convs frozen, BatchNorm in eval mode);
+  previous-frame state** (§8.12): the tracker's differentiable step for all live tracks (SiamRPN:
+  batched, BatchNorm in eval mode) -> :class:`~deepmot.criterion.DeepMOTLoss` (frozen DHN) +
+  ``w_focal`` x the tracker's auxiliary loss (SiamRPN: anchor focal loss with IoU labels) ->
+  backward -> Adam over the tracker's trainable parameters (SiamRPN: early backbone convs frozen);
 * after the last repeat the tracker state moves on (PySOT's update of that repeat's outputs);
   every ``refresh_every`` frames the matched tracks are re-initialised from their matched GT;
   deaths (rows of the hard TP mask without a match) and births (GT columns without one) follow;
-  new templates get box-scale and photometric augmentation;
+  the tracker augments new templates (SiamRPN: box-scale and photometric augmentation);
 * every ``eval_every`` steps the tracker runs on the validation sequences with public detections
   (multi-object inference) and MOTA / IDF1 / HOTA / IDs are logged; the best checkpoint by
   ``best_metric`` is kept; curves are plotted to ``curves.png`` at the end.
@@ -20,182 +23,46 @@ The loop (specs/deepmot.md §6.4, with the fixes of §8.5, 8.8-8.16):
 Frames without GT end every track (nothing to match) and give no loss; the identity memory
 persists across such gaps, as CLEAR-MOT's does. Checkpoints are written between clip batches, so
 ``--resume`` replays nothing and continues exactly (clip order and augmentation RNGs depend only
-on ``(seed, epoch, position)``).
+on ``(seed, epoch, position)``); SIGTERM / SIGUSR1 write one at the next batch boundary and exit
+(:mod:`deepmot.runtime.preempt`).
 """
 
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 from torch import Tensor, nn
 
-from deepmot.boxes import box_iou
-from deepmot.config import config_to_dict, load_config
+from deepmot.config import config_to_dict
 from deepmot.criterion import DeepMOTLoss
 from deepmot.datasets import Sequence, discover_sequences
-from deepmot.engine.checkpoint import atomic_write, load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from deepmot.engine.clips import (AugmentConfig, ClipTracks, augment_crops, clip_generator, cut_clips,
-                                  epoch_order, shard)
-from deepmot.engine.distributed import (DistInfo, all_reduce_gradients, all_reduce_sum, barrier,
+from deepmot.engine.clips import ClipTracks, clip_generator, cut_clips, epoch_order, expected_steps, shard
+from deepmot.engine.deepmot_config import AugmentConfig, DeepMOTTrainConfig, ValidationConfig
+from deepmot.engine.protocol import StepOutput, TrainableTracker, TrainContext
+from deepmot.evaluation.report import format_metric
+from deepmot.progress import progress
+from deepmot.runtime.checkpoint import (atomic_write, check_finite_state, resume_training, save_checkpoint,
+                                        training_state)
+from deepmot.runtime.distributed import (DistInfo, all_reduce_gradients, all_reduce_sum, any_rank, barrier,
                                         broadcast_object, broadcast_parameters, cleanup_distributed,
                                         init_distributed)
-from deepmot.engine.plots import plot_curves
-from deepmot.engine.run import Run, find_latest_checkpoint
-from deepmot.engine.seed import seed_everything
-from deepmot.losses.focal import sigmoid_focal_loss
+from deepmot.runtime.plots import plot_curves
+from deepmot.runtime.preempt import PreemptionGuard
+from deepmot.runtime.run import Run
+from deepmot.runtime.seed import seed_everything
 
-__all__ = ["DeepMOTTrainConfig", "AugmentConfig", "ValidationConfig", "anchor_focal_loss",
-           "freeze_early_convs", "build_dhn", "DeepMOTTrainer", "run"]
+__all__ = ["DeepMOTTrainConfig", "AugmentConfig", "ValidationConfig", "build_dhn", "DeepMOTTrainer",
+           "TrainableBuilder", "run"]
 
-
-# --------------------------------------------------------------------------- config
-@dataclass
-class ValidationConfig:
-    """Validation by multi-object inference with public detections (``trackers.multi``).
-
-    ``split``/``frames``: which sequences and frames (MOT17: ``train`` + ``val-half``; the
-    synthetic set: ``val`` + ``full``, never ``test``: choices are made on it). ``detections``:
-    MOT17 detector variants to run.
-    ``max_sequences``: cap (None = all). ``mot``: ``a.b=value`` overrides of the inference
-    config (``trackers.multi_config.MOTConfig`` keys).
-    """
-
-    split: str = "val"
-    frames: str = "full"
-    detections: list[str] = field(default_factory=lambda: ["FRCNN"])
-    max_sequences: int | None = None
-    mot: list[str] = field(default_factory=list)
-
-
-@dataclass
-class DeepMOTTrainConfig:
-    """Every option of DeepMOT fine-tuning (``--set key=value`` overrides any of them).
-
-    Reference values (DeepMOT v1 code, specs/deepmot.md §6.3): ``lr=1e-4``, ``epochs=30``,
-    ``seq_len=100``, ``num_repeats=3``, ``refresh_every=10``, ``delta=0.7``, ``temperature=10``,
-    ``w_motp=5``, ``w_ids=1``; the focal term is ``10 x (10 x focal)`` in v1, i.e. ``w_focal=100``
-    against the dMOTA error (§8.11).
-
-    The per-frame loss is ``w_mota * dMOTA + w_motp * dMOTP + w_focal * focal`` (``w_mota=1`` in
-    the paper; ``w_ids`` weighs the soft ID switches inside dMOTA). A zero weight leaves its term
-    out of the loss altogether (the ablations); at least one weight must be positive.
-    """
-
-    name: str = "deepmot_siamrpn"
-    seed: int = 0
-    threads: int = 2
-    device: str = "auto"
-    runs_root: str = "runs"
-    # data
-    data: str | None = None              # MOT-format root; None: data/MOT17, else the synthetic set
-    train_split: str = "train"
-    train_frames: str = "full"           # "full" or "train-half" (MOT17 half split)
-    train_detections: list[str] = field(default_factory=lambda: ["DPM"])  # one copy per sequence
-    min_vis: float = 0.0
-    # tracker
-    model: str = "siamrpn_alex_tiny"     # SiamRPN config name in configs/ or a YAML path
-    model_overrides: list[str] = field(default_factory=list)
-    pretrained: str | None = None        # PySOT / DaSiamRPN weights; None: SOT pre-training first
-    pretrain: list[str] = field(default_factory=list)   # PretrainConfig overrides (steps=..., ...)
-    size_smoothing: bool = False         # v1's lr-smoothed box as the differentiable output
-    frozen_convs: int = 3                # first backbone convolutions kept frozen
-    # criterion
-    dhn: str | None = None               # DHN weights; None: the shipped DeepHungarianNet.pretrained()
-    iou_threshold: float = 0.5
-    delta: float = 0.7
-    temperature: float = 10.0
-    w_mota: float = 1.0                  # dMOTA term (0: focal and/or dMOTP only)
-    w_motp: float = 5.0
-    w_ids: float = 1.0
-    ids_mode: str = "paper"
-    w_focal: float = 100.0
-    focal_gamma: float = 2.0
-    focal_pos_iou: float = 0.6
-    focal_neg_iou: float = 0.3
-    # loop
-    epochs: int = 30
-    max_steps: int | None = None         # stop after this many optimiser steps
-    seq_len: int = 100
-    num_repeats: int = 3
-    refresh_every: int = 10
-    clips_per_step: int = 1              # clips trained side by side (global, over all ranks)
-    lr: float = 1e-4
-    grad_clip: float | None = None
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
-    # logging, evaluation, checkpoints
-    log_every: int = 20
-    log_grad_terms: bool = False         # log per-term gradient norms (one extra backward each)
-    eval_every: int = 500                # steps; 0 disables periodic evaluation
-    eval_before: bool = True             # evaluate the starting tracker too
-    eval_after: bool = True              # evaluate the final tracker
-    best_metric: str = "MOTA"
-    validation: ValidationConfig = field(default_factory=ValidationConfig)
-    # final report (deepmot.engine.final_report): start / shipped / after on validation, test once
-    hand_back: str = "best"              # "best": the best validated model, step 0 included; "last"
-    shipped_baseline: bool = True        # also validate the shipped synthetic SiamRPN weights
-    test: ValidationConfig | None = None  # evaluated once, after training; None: no test row
-    checkpoint_every: int = 1            # clip batches between checkpoints
+#: builds the tracker to fine-tune from the config (a ``TrackerPlugin.build_trainable``)
+TrainableBuilder = Callable[[DeepMOTTrainConfig, TrainContext], TrainableTracker]
 
 
 # --------------------------------------------------------------------------- pieces
-def freeze_early_convs(model: nn.Module, count: int) -> list[str]:
-    """Freeze the first ``count`` ``Conv2d`` layers of ``model.backbone`` (weights and biases;
-    BN affine parameters stay trainable, as DeepMOT v1). Returns the frozen parameter names."""
-    frozen = []
-    convs = [(n, m) for n, m in model.backbone.named_modules() if isinstance(m, nn.Conv2d)]
-    for name, m in convs[:max(count, 0)]:
-        for pname, p in m.named_parameters():
-            p.requires_grad_(False)
-            frozen.append(f"backbone.{name}.{pname}")
-    return frozen
-
-
-def anchor_focal_loss(cls_logits: Tensor, anchors_xyxy: Tensor, target_xyxy: Tensor, present: Tensor,
-                      pos_iou: float = 0.6, neg_iou: float = 0.3, gamma: float = 2.0) -> Tensor:
-    """DeepMOT's anchor classification loss (§6.5), averaged over tracks.
-
-    ``cls_logits (N, K, 2)`` (background, foreground) logits; ``anchors_xyxy (N, K, 4)`` each
-    track's anchors in image pixels; ``target_xyxy (N, 4)`` the box of the GT object each track
-    follows and ``present (N,)`` bool whether it is in the frame (if not, every anchor is
-    negative). Anchors with IoU > ``pos_iou`` are positive, < ``neg_iou`` negative, others
-    ignored. Class-balanced focal loss on the 2-way softmax (= sigmoid of the logit difference):
-    positives weigh ``1 - n_pos/n``, negatives ``n_pos/n`` (1 when there is no positive); mean
-    over the K anchors of a track, then over tracks. Returns a 0-d tensor.
-    """
-    n, k, _ = cls_logits.shape
-    if n == 0:
-        return cls_logits.sum() * 0.0
-    flat = anchors_xyxy.reshape(n * k, 4).to(target_xyxy)
-    iou = box_iou(flat, target_xyxy).reshape(n, k, n)
-    iou = iou.diagonal(dim1=0, dim2=2).transpose(0, 1)                 # (N, K): own target
-    iou = torch.where(present[:, None], iou, torch.zeros_like(iou))
-    pos = iou > pos_iou
-    neg = iou < neg_iou
-    n_pos = pos.sum(dim=1, keepdim=True).to(cls_logits.dtype)
-    n_lab = (pos | neg).sum(dim=1, keepdim=True).clamp(min=1).to(cls_logits.dtype)
-    w0 = torch.where(n_pos > 0, n_pos / n_lab, torch.ones_like(n_pos))
-    w1 = 1.0 - n_pos / n_lab
-    weight = torch.where(pos, w1, torch.where(neg, w0, torch.zeros_like(w0)))
-    logit = cls_logits[..., 1] - cls_logits[..., 0]
-    loss = sigmoid_focal_loss(logit, pos.to(logit.dtype), alpha=None, gamma=gamma,
-                              weight=weight.to(logit.dtype), reduction="none")
-    return loss.mean(dim=1).mean()
-
-
-def _siamrpn():
-    """The SiamRPN pieces the loop drives (imported late: ``trackers`` depends on ``deepmot``)."""
-    from trackers.siamrpn import build_siamrpn, load_pysot_checkpoint
-    from trackers.siamrpn.tracker import BatchedSiamRPNTracker
-    from trackers.siamrpn.train_step import commit, train_step
-
-    return build_siamrpn, load_pysot_checkpoint, BatchedSiamRPNTracker, train_step, commit
-
-
 def build_dhn(path: str | None, device: torch.device) -> nn.Module:
     """The frozen DHN: weights at ``path``, or the shipped ones (clear error when absent)."""
     from deepmot.dhn.model import DeepHungarianNet
@@ -204,43 +71,45 @@ def build_dhn(path: str | None, device: torch.device) -> nn.Module:
         dhn = DeepHungarianNet.pretrained(path)
     except FileNotFoundError as e:
         hint = "" if path else (" (no shipped DHN weights in this checkout: train one with "
-                                "`python train.py --dhn` and pass --dhn <weights>)")
+                                "`python train.py --dhn` and pass --dhn-weights <weights>)")
         raise FileNotFoundError(f"{e}{hint}") from None
     return dhn.to(device).freeze()
 
 
 # --------------------------------------------------------------------------- trainer
 class DeepMOTTrainer:
-    """Holds the model, criterion, optimiser and data of one fine-tuning run; :meth:`fit` trains.
+    """Holds the tracker, criterion, optimiser and data of one fine-tuning run; :meth:`fit` trains.
 
-    ``evaluate_fn(model, step) -> {metric: value}`` validates the current weights (default:
+    ``tracker``: a :class:`~deepmot.engine.protocol.TrainableTracker` (its network already on
+    ``dist_info.device``). ``evaluate_fn(model, step) -> {metric: value}`` validates the current weights (default:
     multi-object inference on the validation sequences, :meth:`default_evaluate`).
     """
 
     def __init__(self, cfg: DeepMOTTrainConfig, run: Run, dist_info: DistInfo, data_root: Path,
-                 model: nn.Module, dhn: nn.Module,
+                 tracker: TrainableTracker, dhn: nn.Module,
                  evaluate_fn: Callable[[nn.Module, int], dict] | None = None):
         if cfg.num_repeats < 1 or cfg.seq_len < 2 or cfg.refresh_every < 0:
             raise ValueError("need num_repeats >= 1, seq_len >= 2, refresh_every >= 0")
         weights = {"w_mota": cfg.w_mota, "w_motp": cfg.w_motp, "w_focal": cfg.w_focal}
         if any(w < 0 for w in weights.values()) or not any(w > 0 for w in weights.values()):
             raise ValueError(f"loss weights must be >= 0 with at least one > 0, got {weights}")
-        if cfg.hand_back not in ("best", "last"):
-            raise ValueError(f"hand_back must be 'best' or 'last', got {cfg.hand_back!r}")
         if cfg.clips_per_step % dist_info.world:
             raise ValueError(f"clips_per_step={cfg.clips_per_step} must be a multiple of the "
                              f"number of processes ({dist_info.world})")
         self.cfg, self.run, self.dist, self.data_root = cfg, run, dist_info, data_root
-        self.model = model.to(dist_info.device)
-        self.frozen = freeze_early_convs(self.model, cfg.frozen_convs)
-        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.tracker = tracker
+        self.model = tracker.module
+        self.frozen = tracker.frozen
+        self.params = tracker.trainable_parameters()
         broadcast_parameters(self.model)
         for p in self.params:          # explicit zeros: same optimiser behaviour on every rank
             p.grad = torch.zeros_like(p)
         self.optimizer = torch.optim.Adam(self.params, lr=cfg.lr)
         self.criterion = DeepMOTLoss(dhn, iou_threshold=cfg.iou_threshold, delta=cfg.delta,
                                      temperature=cfg.temperature, w_ids=cfg.w_ids, w_motp=cfg.w_motp,
-                                     ids_mode=cfg.ids_mode)
+                                     ids_mode=cfg.ids_mode, assignment=cfg.assignment, gate=cfg.gate,
+                                     gate_width=cfg.gate_width, sinkhorn_eps=cfg.sinkhorn_eps,
+                                     sinkhorn_iters=cfg.sinkhorn_iters)
         self.evaluate_fn = evaluate_fn or self.default_evaluate
         infos = discover_sequences(data_root, cfg.train_split, detections=cfg.train_detections or None)
         self.sequences = [Sequence(i, detections=None, frame_range=cfg.train_frames) for i in infos]
@@ -258,36 +127,42 @@ class DeepMOTTrainer:
     # ------------------------------------------------------------- checkpoints
     def state_dict(self) -> dict:
         """Everything needed to continue exactly (plain types and tensors)."""
-        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "step": self.step, "epoch": self.epoch, "batch": self.batch, "rng": rng_state(),
-                "history": self.history, "best": self.best, "last_eval_step": self.last_eval_step,
-                "finished": self.finished, "config": config_to_dict(self.cfg),
-                "model_config": config_to_dict(self.model.cfg) if hasattr(self.model, "cfg") else {}}
+        return training_state(self.model, self.optimizer, step=self.step, epoch=self.epoch, batch=self.batch,
+                              history=self.history, best=self.best, last_eval_step=self.last_eval_step,
+                              finished=self.finished, config=config_to_dict(self.cfg),
+                              model_config=config_to_dict(self.model.cfg) if hasattr(self.model, "cfg") else {})
 
-    def load_state_dict(self, ck: dict) -> None:
-        """Restore :meth:`state_dict` output."""
-        self.model.load_state_dict(ck["model"])
-        self.optimizer.load_state_dict(ck["optimizer"])
+    def resume(self, run_dir: Path) -> Path | None:
+        """Continue from the newest checkpoint of ``run_dir`` (none yet: start over); returns its path."""
+        resumed = resume_training(run_dir, self.model, self.optimizer, map_location=self.dist.device,
+                                  log=self.run.logger.warning)
+        if resumed is None:
+            return None
+        ck, path = resumed
         self.step, self.epoch, self.batch = int(ck["step"]), int(ck["epoch"]), int(ck["batch"])
         self.history, self.best = list(ck["history"]), ck["best"]
         self.last_eval_step = ck.get("last_eval_step")
         self.finished = bool(ck.get("finished", False))
-        set_rng_state(ck["rng"])
+        return path
 
     def save(self, name: str = "last.pt") -> None:
         """Write a checkpoint (rank 0 only)."""
         if self.dist.main:
             save_checkpoint(self.run.checkpoint_dir / name, self.state_dict())
+            self.run.wrote(self.run.checkpoint_dir / name, "checkpoint")
 
     # ------------------------------------------------------------- evaluation
     def default_evaluate(self, model: nn.Module, step: int) -> dict:
-        """Multi-object inference with public detections + official evaluation on the
-        validation sequences (:func:`deepmot.engine.final_report.evaluate_split`); ``step=-1``
-        validates the shipped weights for the final report."""
+        """Multi-object inference with public detections (the tracker's
+        :meth:`~deepmot.engine.protocol.TrainableTracker.sequence_factory` over the current
+        weights) + official evaluation on the validation sequences
+        (:func:`deepmot.engine.final_report.evaluate_split`); ``step=-1`` validates the shipped
+        weights (put in place of the current ones) for the final report."""
         from deepmot.engine.final_report import evaluate_split
 
+        v = self.cfg.validation
         out_dir = self.run.dir / "eval" / ("shipped" if step < 0 else f"step{step:07d}")
-        return evaluate_split(model, self.data_root, self.cfg.validation, out_dir)
+        return evaluate_split(self.tracker.sequence_factory(v.mot), self.data_root, v, out_dir)
 
     def evaluate(self) -> dict:
         """Validate now (rank 0), log, keep the best checkpoint; returns the metrics."""
@@ -302,31 +177,30 @@ class DeepMOTTrainer:
             self.model.train(was_training)
             self.run.log_scalars(self.step, {f"val/{k}": v for k, v in metrics.items()})
             shown = [k for k in ("MOTA", "IDF1", "HOTA", "MOTP", "IDSW", "FP", "FN") if k in metrics]
-            self.run.logger.info("eval @ step %d (%.0fs): %s", self.step, time.time() - t0,
-                                 ", ".join(f"{k} {metrics[k]:.4g}" for k in shown or metrics))
+            self.run.logger.info("eval @ step %d (%.0fs, ratios in %%): %s", self.step, time.time() - t0,
+                                 ", ".join(f"{k} {format_metric(k, metrics[k])}" for k in shown or metrics))
             self.history.append({"step": self.step, **metrics})
             value = metrics.get(self.cfg.best_metric)
             if value is not None and math.isfinite(value) and (self.best is None or value > self.best):
                 self.best = value
                 save_checkpoint(self.run.checkpoint_dir / "best.pt", self.state_dict())
+                self.run.wrote(self.run.checkpoint_dir / "best.pt", f"best checkpoint (by {self.cfg.best_metric})")
         self.last_eval_step = self.step
         barrier()
         return metrics
 
     # ------------------------------------------------------------- the loop
     def _start_clips(self, order: list[int], batch: int) -> list[ClipTracks]:
-        _, _, Tracker, _, _ = _siamrpn()
         b = self.cfg.clips_per_step
         positions = list(range(batch * b, min((batch + 1) * b, len(order))))
         mine = shard(positions, self.dist.rank, self.dist.world)
         return [ClipTracks(self.clips[order[p]], self.sequences[self.clips[order[p]].seq],
-                           Tracker(self.model), clip_generator(self.cfg.seed, self.epoch, p), self.cfg.augment)
+                           self.tracker.new_tracks(), clip_generator(self.cfg.seed, self.epoch, p))
                 for p in mine]
 
     def _frame_step(self, clips: list[ClipTracks]) -> dict:
         """Train on the next frame of every clip; returns summed logging values."""
         cfg = self.cfg
-        _, _, _, train_step, commit = _siamrpn()
         active = []
         for c in clips:
             if c.done:
@@ -334,7 +208,7 @@ class DeepMOTTrainer:
             image, gids, gboxes = c.load_frame(cfg.min_vis)
             if gids.numel() == 0:          # nothing to match: every track ends, no loss
                 c.end_all()
-            elif len(c.tracker) == 0:      # first frame or all dead: births, no loss
+            elif len(c.tracks) == 0:      # first frame or all dead: births, no loss
                 c.births(image, gids, gboxes)
             else:
                 active.append(c)
@@ -343,11 +217,10 @@ class DeepMOTTrainer:
             self.optimizer.zero_grad(set_to_none=False)
             for c in active:
                 image, gids, gboxes = c.frame_data
-                aug = (lambda x, g=c.gen: augment_crops(x, cfg.augment.search_photometric_prob, g))
-                out = train_step(c.tracker, image, search_transform=aug, size_smoothing=cfg.size_smoothing)
+                out = c.tracks.step(image, c.gen)
                 h, w = image.shape[:2]
                 res = self.criterion(out.boxes, out.ids, gboxes.to(out.boxes), gids, (w, h), c.memory)
-                focal = self._focal(c, out, gids, gboxes)
+                focal = self.tracker.aux_loss(out, *c.targets(out))
                 loss = self._loss(res, focal)
                 if cfg.log_grad_terms and r == cfg.num_repeats - 1:
                     for k, v in self._grad_terms(out, res, focal).items():
@@ -356,8 +229,9 @@ class DeepMOTTrainer:
                 c.result = (out, res)
                 if r == cfg.num_repeats - 1:
                     for k, v in (("loss", loss), ("dmota", res.dmota), ("dmotp", res.dmotp),
-                                 ("focal", focal), ("fp", res.fp), ("fn", res.fn), ("ids", res.ids)):
-                        logs[k] = logs.get(k, 0.0) + float(v.detach())
+                                 (self.tracker.aux_name, focal), ("fp", res.fp), ("fn", res.fn), ("ids", res.ids)):
+                        if v is not None:
+                            logs[k] = logs.get(k, 0.0) + float(v.detach())
                     # DHN fidelity on this frame's matrix: its 0.5-thresholded output vs the exact TP mask
                     exact = bool(((res.assignment.detach() > 0.5) == res.tp_mask).all())
                     logs["dhn_exact"] = logs.get("dhn_exact", 0.0) + float(exact)
@@ -374,40 +248,46 @@ class DeepMOTTrainer:
                 if cfg.max_steps is not None and self.step >= cfg.max_steps:
                     break
         for c in active:
-            c.after_frame(commit, bool(cfg.refresh_every) and (c.pos + 1) % cfg.refresh_every == 0)
+            c.after_frame(bool(cfg.refresh_every) and (c.pos + 1) % cfg.refresh_every == 0)
         for c in clips:
             if not c.done:
                 c.pos += 1
         return logs
 
-    def _loss(self, res: Any, focal: Tensor) -> Tensor:
-        """``w_mota * dMOTA + w_motp * dMOTP + w_focal * focal`` (0-d); zero-weight terms are
-        left out (not multiplied by 0, so a non-finite term cannot leak in)."""
+    def _loss(self, res: Any, focal: Tensor | None) -> Tensor:
+        """``w_mota * dMOTA + w_motp * dMOTP + w_focal * aux`` (0-d; ``aux``: the tracker's own
+        loss, the anchor focal loss for SiamRPN); zero-weight terms and a tracker without an
+        auxiliary loss (None) are left out (not multiplied by 0, so a non-finite term cannot
+        leak in)."""
         cfg = self.cfg
         terms = [w * t for w, t in ((cfg.w_mota, res.dmota), (cfg.w_motp, res.dmotp),
-                                    (cfg.w_focal, focal)) if w != 0]
+                                    (cfg.w_focal, focal)) if w != 0 and t is not None]
+        if not terms:
+            raise ValueError("every loss term has weight 0 or is missing (a tracker without an "
+                             "auxiliary loss needs w_mota or w_motp > 0)")
         return sum(terms[1:], terms[0])
 
-    def _grad_terms(self, out: Any, res: Any, focal: Tensor) -> dict[str, float]:
+    def _grad_terms(self, out: StepOutput, res: Any, focal: Tensor | None) -> dict[str, float]:
         """Diagnostics: norms of each weighted loss term's gradient w.r.t. the boxes (dMOTA,
-        dMOTP) and the anchor logits (focal)."""
+        dMOTP) and the tracker's ``aux_input`` (its auxiliary loss, e.g. anchor logits)."""
         cfg = self.cfg
         terms = {"grad/dmota": (cfg.w_mota * res.dmota, out.boxes),
-                 "grad/dmotp": (cfg.w_motp * res.dmotp, out.boxes),
-                 "grad/focal": (cfg.w_focal * focal, out.cls_logits)}
+                 "grad/dmotp": (cfg.w_motp * res.dmotp, out.boxes)}
+        if focal is not None and out.aux_input is not None:
+            terms[f"grad/{self.tracker.aux_name}"] = (cfg.w_focal * focal, out.aux_input)
         norms = {}
         for k, (y, x) in terms.items():
             g = torch.autograd.grad(y, x, retain_graph=True, allow_unused=True)[0] if y.requires_grad else None
             norms[k] = float(g.norm()) if g is not None else 0.0
         return norms
 
-    def _focal(self, c: ClipTracks, out: Any, gids: Tensor, gboxes: Tensor) -> Tensor:
-        row = {g: i for i, g in enumerate(gids.tolist())}
-        idx = [row.get(c.gt_of.get(t, -1), -1) for t in out.ids]
-        present = torch.tensor([i >= 0 for i in idx], dtype=torch.bool, device=out.cls_logits.device)
-        target = gboxes[torch.tensor([max(i, 0) for i in idx], dtype=torch.long)].to(out.cls_logits)
-        return anchor_focal_loss(out.cls_logits, out.anchors_xyxy.to(out.cls_logits.device), target,
-                                 present, self.cfg.focal_pos_iou, self.cfg.focal_neg_iou, self.cfg.focal_gamma)
+    def _preempted(self) -> None:
+        """Preemption between clip batches: write ``last.pt``, close the run, leave the group."""
+        self.save()
+        self.run.logger.warning("preempted at epoch %d, batch %d, step %d: checkpoint written, "
+                                "continue with --resume %s", self.epoch, self.batch, self.step, self.run.dir)
+        self.run.close()
+        barrier()
 
     def _stop(self) -> bool:
         return self.cfg.max_steps is not None and self.step >= self.cfg.max_steps
@@ -421,6 +301,9 @@ class DeepMOTTrainer:
             self.evaluate()
         t0, steps0 = time.time(), self.step
         acc: dict[str, float] = {}
+        total = expected_steps(self.clips, cfg.epochs, cfg.clips_per_step, cfg.num_repeats, cfg.max_steps)
+        bar = progress(total=total, initial=self.step, desc="DeepMOT steps", unit="step")
+        guard = PreemptionGuard().install()   # SIGTERM / SIGUSR1: checkpoint, clean exit, --resume
         while self.epoch < cfg.epochs and not self._stop() and not self.finished:
             order = epoch_order(len(self.clips), cfg.seed, self.epoch)
             n_batches = math.ceil(len(order) / cfg.clips_per_step)
@@ -432,12 +315,14 @@ class DeepMOTTrainer:
                     before = self.step
                     for k, v in self._frame_step(clips).items():
                         acc[k] = acc.get(k, 0.0) + v
+                    bar.update(self.step - before)
                     if self.step // cfg.log_every > before // cfg.log_every and acc.get("clips"):
                         n = acc.pop("clips")
                         scalars = {f"train/{k}": v / n for k, v in acc.items()}
                         self.run.log_scalars(self.step, scalars)
                         log.info("epoch %d step %d: %s (%.2fs/step)", self.epoch, self.step,
-                                 ", ".join(f"{k.split('/', 1)[1]} {v:.4g}" for k, v in scalars.items()),
+                                 ", ".join(f"{k.split('/', 1)[1]} {100 * v:.3f} %" if k == "train/dhn_exact"
+                                           else f"{k.split('/', 1)[1]} {v:.4g}" for k, v in scalars.items()),
                                  (time.time() - t0) / max(self.step - steps0, 1))
                         acc = {}
                     if self._stop():
@@ -449,9 +334,12 @@ class DeepMOTTrainer:
                     self.evaluate()
                 if self.batch % max(cfg.checkpoint_every, 1) == 0:
                     self.save()
+                guard.check(self._preempted, any_rank(guard.requested, self.dist.device))
             if not self._stop():
                 self.epoch += 1
                 self.batch = 0
+        guard.restore()
+        bar.close()
         if not self.finished:
             self.finished = True
             if cfg.eval_after and self.last_eval_step != self.step:
@@ -462,59 +350,41 @@ class DeepMOTTrainer:
 
 
 # --------------------------------------------------------------------------- wiring
-def _starting_model(cfg: DeepMOTTrainConfig, run_obj: Run, dist_info: DistInfo, data_root: Path) -> nn.Module:
-    """The SiamRPN to fine-tune: ``cfg.pretrained`` weights, or SOT pre-training on the training
-    data first (once per run directory; rank 0 trains, the others wait and load)."""
-    build_siamrpn, load_pysot_checkpoint, _, _, _ = _siamrpn()
-    model = build_siamrpn(cfg.model, cfg.model_overrides)
-    weights = cfg.pretrained
-    if not weights:
-        weights = str(run_obj.dir / "sot_pretrained.pth")
-        if dist_info.main and not Path(weights).is_file():
-            from trackers.siamrpn.pretrain import PretrainConfig, pretrain
-
-            pcfg = load_config(PretrainConfig, None, [
-                f"model={cfg.model}", f"data={data_root}", f"split={cfg.train_split}",
-                f"out={weights}", f"runs_root={run_obj.dir / 'pretrain'}", f"seed={cfg.seed}",
-                f"threads={cfg.threads}", *cfg.pretrain])
-            pcfg.model_overrides = list(cfg.model_overrides)
-            earlier = sorted((run_obj.dir / "pretrain" / "siamrpn_pretrain").glob("*/checkpoints/last.pt"))
-            resume_dir = str(earlier[-1].parent.parent) if earlier else None   # an interrupted stage
-            run_obj.logger.info("no --pretrained weights: SOT pre-training on %s first%s", data_root,
-                                f" (resuming {resume_dir})" if resume_dir else "")
-            pretrain(pcfg, resume=resume_dir)
-            torch.set_num_threads(cfg.threads)
-        barrier()
-    load_pysot_checkpoint(model, weights)
-    return model
-
-
-def run(cfg: DeepMOTTrainConfig, resume: str | None = None,
-        evaluate_fn: Callable[[nn.Module, int], dict] | None = None) -> dict:
-    """Fine-tune with DeepMOT as configured; ``resume``: a run directory to continue.
+def run(cfg: DeepMOTTrainConfig, build: TrainableBuilder, resume: str | None = None,
+        evaluate_fn: Callable[[nn.Module, int], dict] | None = None,
+        check_inputs: Callable[[DeepMOTTrainConfig], None] | None = None) -> dict:
+    """Fine-tune the tracker made by ``build`` (its plugin's ``build_trainable``) with DeepMOT as
+    configured; ``resume``: a run directory to continue; ``check_inputs``: the plugin's
+    ``check_trainable``, run with the engine's own input checks before a run directory exists
+    (:mod:`deepmot.engine.preflight`).
 
     Returns ``{"before", "after", "run_dir"}`` (validation metrics at the first and last
     evaluation) and, on rank 0, ``"report"`` (:func:`deepmot.engine.final_report.choose_and_report`;
-    ``siamrpn_deepmot.pth`` holds the handed-back model). Works single-process or under ``torchrun``.
+    the tracker's ``weights_name`` holds the handed-back model). Works single-process, under
+    ``torchrun`` or under SLURM's ``srun``; SIGTERM / SIGUSR1 write a checkpoint between clip
+    batches and exit.
     """
     from deepmot.datasets import resolve_data_root
+    from deepmot.engine.preflight import check_training_inputs
 
+    check_training_inputs(cfg, check_inputs)  # every file and option checked before a run directory exists
     dist_info = init_distributed(cfg.device)
+    run_obj = None
     try:
         torch.set_num_threads(cfg.threads)
         seed_everything(cfg.seed)
-        run_obj = Run.create(cfg.name, cfg, root=cfg.runs_root, resume=resume)
+        run_obj = Run.create(cfg.name, cfg, root=cfg.runs_root, resume=resume, device=dist_info.device)
         run_obj.dir = Path(broadcast_object(str(run_obj.dir)))       # rank 0's directory
         run_obj.checkpoint_dir = run_obj.dir / "checkpoints"
         data_root = resolve_data_root(cfg.data, log=run_obj.logger.info) if dist_info.main else None
         data_root = Path(broadcast_object(str(data_root) if data_root else None))
-        model = _starting_model(cfg, run_obj, dist_info, data_root)
+        ctx = TrainContext(run_obj.dir, data_root, dist_info.device, dist_info.main, run_obj.logger.info, barrier)
+        tracker = build(cfg, ctx)
         dhn = build_dhn(cfg.dhn, dist_info.device)
-        trainer = DeepMOTTrainer(cfg, run_obj, dist_info, data_root, model, dhn, evaluate_fn)
+        trainer = DeepMOTTrainer(cfg, run_obj, dist_info, data_root, tracker, dhn, evaluate_fn)
         if resume is not None:
-            ck_path = find_latest_checkpoint(run_obj.dir)
+            ck_path = trainer.resume(run_obj.dir)
             if ck_path is not None:
-                trainer.load_state_dict(load_checkpoint(ck_path, map_location=dist_info.device))
                 run_obj.logger.info("resumed at epoch %d, batch %d, step %d from %s",
                                     trainer.epoch, trainer.batch, trainer.step, ck_path)
         run_obj.logger.info("DeepMOT fine-tuning: %d clips from %d sequences, %d trainable "
@@ -526,12 +396,17 @@ def run(cfg: DeepMOTTrainConfig, resume: str | None = None,
             from deepmot.engine.final_report import choose_and_report
 
             result["report"] = choose_and_report(trainer, data_root, trainer.evaluate_fn)
-            final = run_obj.dir / "siamrpn_deepmot.pth"
+            final = run_obj.dir / tracker.weights_name
+            check_finite_state(trainer.model.state_dict(), f"{final} not written (did the training diverge?)")
             atomic_write(final, lambda f: torch.save(trainer.model.state_dict(), f))
             plot = plot_curves(run_obj.dir, trainer.history, run_obj.dir / "metrics.csv")
-            run_obj.logger.info("weights: %s%s", final, f"; curves: {plot}" if plot else "")
+            run_obj.wrote(final, "handed-back weights")
+            if plot:
+                run_obj.wrote(plot, "curves")
         run_obj.close()
         result["run_dir"] = str(run_obj.dir)
         return result
     finally:
+        if run_obj is not None:
+            run_obj.close()  # also after an error: a later run in this process logs only to its own files
         cleanup_distributed()

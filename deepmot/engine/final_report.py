@@ -7,13 +7,16 @@ halves) and never reads the test split while it trains. Selection treats the sta
 when fine-tuning did not beat it. The final report then shows, on the validation split:
 
 * ``start``: the starting tracker (step 0);
-* ``shipped``: the weights shipped for the synthetic data
-  (``trackers/siamrpn/weights/siamrpn_alex_tiny_synthetic.pth``), when they fit the model;
+* ``shipped``: the weights the tracker ships for this model (its optional
+  :meth:`~deepmot.engine.protocol.TrainableTracker.shipped_state`; SiamRPN: the tiny synthetic
+  weights), when it has any that fit;
 * ``after``: the model after the last fine-tuning step;
 
 then which model was handed back and, once, that model on the test split (``cfg.test``;
-``None`` skips it, e.g. MOT17 whose test split has no GT). It is logged as a table (percent) and
-written to ``report.json`` (fractions, as ``evaluate.py``'s JSON).
+``None`` skips it, e.g. MOT17 whose test split has no GT). It is logged as a table (ratios in
+percent, :func:`deepmot.evaluation.report.format_metric`) with the ``before``/``after`` lines, and
+written to ``report.json`` (fractions, as ``evaluate.py``'s JSON). The engine imports no tracker:
+everything tracker-specific comes through the trainable tracker.
 """
 
 from __future__ import annotations
@@ -26,85 +29,65 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from deepmot.evaluation.report import PERCENT_FIELDS, format_metric
 from deepmot.fileio import atomic_write_text
+from deepmot.runtime.checkpoint import load_checkpoint
 
-__all__ = ["evaluate_split", "shipped_weights", "shipped_model", "choose_and_report", "format_report",
-           "REPORT_KEYS"]
+__all__ = ["evaluate_split", "choose_and_report", "format_report", "REPORT_KEYS"]
 
-#: columns of the report table: (metric, shown as percent)
-REPORT_KEYS = (("MOTA", True), ("IDF1", True), ("HOTA", True), ("MOTP", True), ("IDSW", False),
-               ("FP", False), ("FN", False))
+#: columns of the report table
+REPORT_KEYS = ("MOTA", "IDF1", "HOTA", "MOTP", "IDSW", "FP", "FN")
 
 
-def evaluate_split(model: nn.Module, data_root: Path, vcfg: Any, out_dir: Path) -> dict:
-    """Multi-object inference with public detections + official evaluation of ``model`` on the
-    sequences ``vcfg`` (a ``ValidationConfig``: split, frames, detections, max_sequences, mot)
-    names under ``data_root``; result files go to ``out_dir``. Returns the flat metrics dict of
+def evaluate_split(factory: Any, data_root: Path, vcfg: Any, out_dir: Path) -> dict:
+    """Multi-object inference with public detections (``factory``: a tracker's
+    :meth:`~deepmot.engine.protocol.TrainableTracker.sequence_factory`) + official evaluation on
+    the sequences ``vcfg`` (a ``ValidationConfig``: split, frames, detections, max_sequences) names
+    under ``data_root``; result files go to ``out_dir``. Returns the flat metrics dict of
     :func:`deepmot.engine.inference.evaluate_tracker` (fractions and counts)."""
-    from deepmot.config import load_config
     from deepmot.datasets import discover_sequences
     from deepmot.engine.inference import evaluate_tracker
-    from trackers.multi_config import MOTConfig
 
     seqs = discover_sequences(data_root, vcfg.split, detections=vcfg.detections or None)
     if vcfg.max_sequences is not None:
         seqs = seqs[:vcfg.max_sequences]
-    mot = load_config(MOTConfig, None, vcfg.mot)
     frames = None if vcfg.frames == "full" else vcfg.frames
-    return evaluate_tracker(model, seqs, mot, out_dir, frame_range=frames)
+    return evaluate_tracker(factory, seqs, out_dir, frame_range=frames, show_progress=True)
 
 
-def shipped_weights() -> Path:
-    """Path of the SiamRPN weights shipped for the synthetic data (may be absent in a checkout)."""
-    from trackers.siamrpn.pretrain import SYNTHETIC_WEIGHTS
-
-    return Path(SYNTHETIC_WEIGHTS)
+def _same_file(a: str | None, b: str) -> bool:
+    return bool(a) and Path(a).resolve() == Path(b).resolve()
 
 
-def shipped_model(model_name: str, overrides: list[str]) -> tuple[nn.Module | None, str]:
-    """The shipped weights in a fresh ``model_name`` SiamRPN, or ``(None, why not)`` when the file
-    is absent or does not fit that model config exactly."""
-    from trackers.siamrpn import build_siamrpn, load_pysot_checkpoint
-    from trackers.siamrpn.checkpoint import CheckpointMismatchError
-
-    path = shipped_weights()
-    if not path.is_file():
-        return None, f"no shipped weights at {path}"
-    model = build_siamrpn(model_name, overrides)
-    try:
-        load_pysot_checkpoint(model, path)
-    except CheckpointMismatchError:
-        return None, f"the shipped weights {path.name} do not fit model {model_name!r}"
-    return model, str(path)
-
-
-def _is_shipped(pretrained: str | None) -> bool:
-    return bool(pretrained) and Path(pretrained).resolve() == shipped_weights().resolve()
-
-
-def _fmt(metrics: dict | None, key: str, percent: bool) -> str:
+def _fmt(metrics: dict | None, key: str) -> str:
     v = None if metrics is None else metrics.get(key)
     if v is None or (isinstance(v, float) and not math.isfinite(v)):
         return "-"
-    return f"{100 * v:.2f}" if percent else f"{int(v)}"
+    return format_metric(key, v)
 
 
 def format_report(report: dict) -> list[str]:
     """The report as text lines: a table (percent for MOTA/IDF1/HOTA/MOTP, counts otherwise) with
-    the validation rows, the hand-back decision and the test row."""
-    head = f"{'':30s}" + "".join(f"{k:>8s}" for k, _ in REPORT_KEYS)
-    lines = [f"final report — validation ({report['validation']}):", head]
+    the validation rows, the hand-back decision, the test row and the ``before``/``after`` lines
+    (start and last step)."""
+    head = f"{'':30s}" + "".join(f"{k:>9s}" for k in REPORT_KEYS)
+    lines = [f"final report — validation ({report['validation']}; ratios in %):", head]
     for row in report["rows"]:
         label = f"  {row['label']}"
         if row.get("note"):
             label += f" ({row['note']})"
-        cells = "".join(f"{_fmt(row.get('metrics'), k, p):>8s}" for k, p in REPORT_KEYS)
+        cells = "".join(f"{_fmt(row.get('metrics'), k):>9s}" for k in REPORT_KEYS)
         lines.append(f"{label:30.30s}{cells}" if row.get("metrics") else f"{label}: {row.get('why', '-')}")
     lines.append(f"handed back: {report['handed_back']}")
     if report.get("test") is not None:
         lines.append(f"test ({report['test_split']}), measured once, handed-back model:")
-        cells = "".join(f"{_fmt(report['test'], k, p):>8s}" for k, p in REPORT_KEYS)
+        cells = "".join(f"{_fmt(report['test'], k):>9s}" for k in REPORT_KEYS)
         lines.append(f"{'  test':30s}{cells}")
+    b, a = report["rows"][0].get("metrics") or {}, report["rows"][-1].get("metrics") or {}
+    for key in ("MOTA", "IDF1", "HOTA", "IDSW"):
+        if key in b or key in a:
+            lines.append(f"{key:<5s} before {_fmt(b, key):>8s}  after {_fmt(a, key):>8s}"
+                         + (" %" if key in PERCENT_FIELDS else ""))
     return lines
 
 
@@ -112,6 +95,34 @@ def _plain(metrics: dict | None) -> dict | None:
     if metrics is None:
         return None
     return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and k != "step"}
+
+
+def _shipped_row(trainer: Any, start: dict | None, validate: Callable[[nn.Module, int], dict]) -> dict:
+    """The ``shipped`` row: the tracker's optional ``shipped_state()`` validated in place of the
+    current weights (which are put back), or why there is none."""
+    cfg, history = trainer.cfg, trainer.history
+    if not cfg.shipped_baseline or not history:
+        return {"label": "shipped", "metrics": None,
+                "why": "skipped (shipped_baseline: false)" if history else "skipped (no validation ran)"}
+    shipped_state = getattr(trainer.tracker, "shipped_state", None)
+    if shipped_state is None:
+        return {"label": "shipped", "metrics": None, "why": "the tracker ships no weights"}
+    state, source = shipped_state()
+    if state is None:
+        return {"label": "shipped", "metrics": None, "why": source}
+    if _same_file(cfg.pretrained, source) and start is not None:
+        return {"label": "shipped", "note": "= start", "metrics": _plain(start)}
+    model = trainer.model
+    current = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    was_training = model.training
+    model.load_state_dict(state)
+    model.eval()
+    try:
+        with torch.no_grad():
+            return {"label": "shipped", "metrics": _plain(validate(model, -1))}
+    finally:
+        model.load_state_dict(current)
+        model.train(was_training)
 
 
 def choose_and_report(trainer: Any, data_root: Path, validate: Callable[[nn.Module, int], dict]) -> dict:
@@ -127,9 +138,10 @@ def choose_and_report(trainer: Any, data_root: Path, validate: Callable[[nn.Modu
     handed_step, why = trainer.step, "the last step (no validation ran)"
     best_path = run.checkpoint_dir / "best.pt"
     if cfg.hand_back == "best" and trainer.best is not None and best_path.is_file():
-        best = torch.load(best_path, map_location="cpu", weights_only=True)
+        best = load_checkpoint(best_path)
         handed_step = int(best["step"])
-        why = f"best validation {cfg.best_metric} {100 * float(trainer.best):.2f} of {len(history)} evaluations"
+        why = (f"best validation {cfg.best_metric} {format_metric(cfg.best_metric, trainer.best)} "
+               f"of {len(history)} evaluations")
         if handed_step != trainer.step:
             trainer.model.load_state_dict(best["model"])
         if handed_step == 0 and trainer.step > 0:
@@ -138,29 +150,18 @@ def choose_and_report(trainer: Any, data_root: Path, validate: Callable[[nn.Modu
         why = "the last step (hand_back: last)"
 
     rows = [{"label": "start", "note": "step 0", "metrics": _plain(start),
-             "why": "not evaluated (eval_before: false)"}]
-    if not cfg.shipped_baseline or not history:
-        why = "skipped (shipped_baseline: false)" if history else "skipped (no validation ran)"
-        rows.append({"label": "shipped", "metrics": None, "why": why})
-    elif _is_shipped(cfg.pretrained) and start is not None:
-        rows.append({"label": "shipped", "note": "= start", "metrics": _plain(start)})
-    else:
-        model, source = shipped_model(cfg.model, list(cfg.model_overrides))
-        if model is None:
-            rows.append({"label": "shipped", "metrics": None, "why": source})
-        else:
-            model.to(trainer.dist.device).eval()
-            with torch.no_grad():
-                rows.append({"label": "shipped", "metrics": _plain(validate(model, -1))})
-    rows.append({"label": "after", "note": f"step {trainer.step}", "metrics": _plain(after),
-                 "why": "not evaluated (eval_after: false)"})
+             "why": "not evaluated (eval_before: false)"},
+            _shipped_row(trainer, start, validate),
+            {"label": "after", "note": f"step {trainer.step}", "metrics": _plain(after),
+             "why": "not evaluated (eval_after: false)"}]
 
     test = None
     if cfg.test is not None:
         was_training = trainer.model.training
         trainer.model.eval()
         with torch.no_grad():
-            test = _plain(evaluate_split(trainer.model, data_root, cfg.test, run.dir / "eval" / "test"))
+            test = _plain(evaluate_split(trainer.tracker.sequence_factory(cfg.test.mot), data_root, cfg.test,
+                                         run.dir / "eval" / "test"))
         trainer.model.train(was_training)
     v = cfg.validation
     report = {"validation": f"{v.split}, {v.frames}, {'/'.join(v.detections)}", "best_metric": cfg.best_metric,
@@ -169,6 +170,7 @@ def choose_and_report(trainer: Any, data_root: Path, validate: Callable[[nn.Modu
                                                           f"{'/'.join(cfg.test.detections)}",
               "test": test}
     atomic_write_text(run.dir / "report.json", json.dumps(report, indent=1, allow_nan=True) + "\n")
+    run.wrote(run.dir / "report.json", "final report")
     for line in format_report(report):
         run.logger.info("%s", line)
     return report

@@ -6,13 +6,13 @@ per-sequence tracker and writes ``<out_dir>/<sequence>.txt`` (MOTChallenge forma
 :mod:`deepmot.evaluation` (frame ranges such as the ``val-half`` split included), and
 :func:`evaluate_tracker` does both and returns the summary dict (MOTA, IDF1, HOTA, IDSW, FPS...).
 
-The tracker is a per-sequence factory ``f(seq_info) -> tracker`` whose product has
-``step(image, det_boxes, det_scores, frame)`` (detections ``(D, 4)`` xyxy pixels), ``results()``
-returning ``(frame, ids, xywh, conf)`` arrays and a ``timing`` dict (``"sot"``, ``"assoc"``
-seconds), e.g. :func:`trackers.multi.mot_factory`. A SiamRPN ``nn.Module`` is accepted too: it is
-then wrapped by ``trackers.multi.mot_factory`` (imported lazily: trackers depend on deepmot, and
-this is the engine's only door into them). :func:`run_inference_parallel` spreads the sequences
-over worker processes, each building its own tracker from a picklable builder.
+The tracker is a per-sequence factory ``f(seq_info) -> SequenceTracker`` (the inference
+protocol, :mod:`deepmot.engine.protocol`) whose product has ``step(image, det_boxes, det_scores,
+frame)`` (detections ``(D, 4)`` xyxy pixels), ``results()`` returning ``(frame, ids, xywh, conf)``
+arrays and optionally a ``timing`` dict (``"sot"``, ``"assoc"`` seconds), e.g. the plugin's
+``build_inference`` output (``trackers.multi.build_mot_factory``). The engine imports no tracker.
+:func:`run_inference_parallel` spreads the sequences over worker processes, each building its own
+factory from a picklable builder.
 """
 
 from __future__ import annotations
@@ -27,20 +27,11 @@ from typing import Any, Callable, Iterable
 import numpy as np
 import torch
 
-from deepmot.datasets.mot import SeqInfo, read_results, write_results
-from deepmot.datasets.sequence import Sequence
-from deepmot.engine.run import progress
-from deepmot.errors import DataFormatError, MissingDataError
-from deepmot.evaluation import (
-    MODES,
-    Conventions,
-    Evaluation,
-    SequenceResult,
-    evaluate_sequence,
-    preprocess,
-    summarize,
-)
-from deepmot.evaluation.protocol import PROTOCOLS
+from deepmot.datasets.mot import SeqInfo, read_seqinfo, write_results
+from deepmot.datasets.sequence import Sequence, resolve_frame_range
+from deepmot.engine.protocol import SequenceFactory
+from deepmot.evaluation import MODES, Conventions, Evaluation, SequenceTask, evaluate_tasks
+from deepmot.progress import progress
 
 __all__ = ["SequenceTiming", "InferenceOutput", "open_sequences", "run_inference", "run_inference_parallel",
            "default_worker_threads", "evaluate_results", "evaluate_tracker", "format_timing", "write_speed"]
@@ -98,40 +89,28 @@ def open_sequences(sequences: Iterable[Any], frame_range: Any = None) -> list[Se
     return out
 
 
-def _as_factory(tracker: Any, cfg: Any) -> Callable[[Any], Any]:
-    if isinstance(tracker, torch.nn.Module):
-        from trackers.multi import mot_factory  # the engine's one door into trackers (lazy)
-
-        return mot_factory(tracker, cfg)
-    if not callable(tracker):
-        raise TypeError(f"tracker must be a per-sequence factory or a SiamRPN nn.Module, got {type(tracker).__name__}")
-    return tracker
+def _check_factory(factory: Any) -> SequenceFactory:
+    if not callable(factory):
+        raise TypeError(f"expected a per-sequence tracker factory f(seq_info), got {type(factory).__name__}")
+    return factory
 
 
-def run_inference(tracker: Any, sequences: Iterable[Any], cfg: Any = None, out_dir: str | Path = "results", *,
+def run_inference(factory: SequenceFactory, sequences: Iterable[Any], out_dir: str | Path = "results", *,
                   frame_range: Any = None, show_progress: bool = True) -> InferenceOutput:
-    """Track every sequence and write ``out_dir/<name>.txt``.
+    """Track every sequence with a fresh tracker from ``factory`` and write ``out_dir/<name>.txt``.
 
-    ``tracker``: per-sequence factory ``f(seq_info)`` or a SiamRPN ``nn.Module`` (then ``cfg`` is
-    its :class:`trackers.multi_config.MOTConfig` or a dict of its fields). ``sequences``:
-    ``SeqInfo``s, folders or :class:`Sequence`\\ s. Runs under ``torch.no_grad``; a module in
-    training mode is put back in training mode afterwards. Returns the result paths and
-    per-sequence :class:`SequenceTiming`.
+    ``sequences``: ``SeqInfo``s, folders or :class:`Sequence`\\ s. Runs under ``torch.no_grad``.
+    Returns the result paths and per-sequence :class:`SequenceTiming`.
     """
-    factory = _as_factory(tracker, cfg)
-    was_training = tracker.training if isinstance(tracker, torch.nn.Module) else None
-    try:
-        return _run(factory, sequences, Path(out_dir), frame_range, show_progress)
-    finally:
-        if was_training:
-            tracker.train()  # the SOT wrapper switched it to eval mode; give it back as it came
+    return _run(_check_factory(factory), sequences, Path(out_dir), frame_range, show_progress)
 
 
 def _run(factory: Callable[[Any], Any], sequences: Iterable[Any], out_dir: Path, frame_range: Any,
          show_progress: bool) -> InferenceOutput:
     out_dir.mkdir(parents=True, exist_ok=True)
     result = InferenceOutput(frame_range=frame_range)
-    for seq in open_sequences(sequences, frame_range):
+    for seq in progress(open_sequences(sequences, frame_range), desc="tracking", unit="seq",
+                        disable=not show_progress):
         path, timing, n_tracks = _track_sequence(factory, seq, out_dir, show_progress)
         result.paths[seq.name] = path
         result.timing[seq.name] = timing
@@ -147,7 +126,8 @@ def _track_sequence(factory: Callable[[Any], Any], seq: Sequence, out_dir: Path,
     t_start = time.perf_counter()
     io = 0.0
     with torch.no_grad():
-        for i in progress(range(len(seq)), desc=seq.name, leave=False, disable=not show_progress):
+        for i in progress(range(len(seq)), desc=f"tracking {seq.name}", unit="frame", leave=False,
+                          disable=not show_progress):
             t0 = time.perf_counter()
             frame = seq[i]
             io += time.perf_counter() - t0
@@ -163,7 +143,7 @@ def _track_sequence(factory: Callable[[Any], Any], seq: Sequence, out_dir: Path,
 
 def _log_sequence(name: str, t: SequenceTiming, n_tracks: int, path: Path) -> None:
     log.info(f"{name}: {t.frames} frames, {n_tracks} tracks, {t.fps:.1f} frames/s "
-             f"(SOT {t.sot:.2f} s, association {t.assoc:.2f} s, images {t.io:.2f} s) -> {path}")
+             f"(SOT {t.sot:.2f} s, association {t.assoc:.2f} s, images {t.io:.2f} s) -> {Path(path).absolute()}")
 
 
 # --------------------------------------------------------------------------- parallel inference
@@ -174,7 +154,7 @@ def _init_worker(build: Callable[[], Any], threads: int) -> None:
     """Worker process start: set torch's thread count, build the tracker factory once."""
     global _WORKER_FACTORY
     torch.set_num_threads(threads)
-    _WORKER_FACTORY = _as_factory(build(), None)
+    _WORKER_FACTORY = _check_factory(build())
 
 
 def _worker_track(info: Any, frame_range: Any, out_dir: Path) -> tuple[str, Path, SequenceTiming, int]:
@@ -194,8 +174,7 @@ def run_inference_parallel(build: Callable[[], Any], sequences: Iterable[Any], o
                            show_progress: bool = True) -> InferenceOutput:
     """:func:`run_inference` with sequences spread over ``workers`` processes (spawned).
 
-    ``build``: a picklable zero-argument callable returning what :func:`run_inference` takes as
-    ``tracker`` (a per-sequence factory or a SiamRPN module), e.g.
+    ``build``: a picklable zero-argument callable returning a per-sequence factory, e.g.
     ``functools.partial(trackers.multi.build_mot_factory, cfg, checkpoint)``; each worker calls it
     once. ``threads``: torch threads per worker (default :func:`default_worker_threads`).
     ``sequences``: ``SeqInfo`` objects or folders. Every sequence gets a fresh tracker as in the serial
@@ -216,7 +195,7 @@ def run_inference_parallel(build: Callable[[], Any], sequences: Iterable[Any], o
     ctx = mp.get_context("spawn")  # no fork after torch started its thread pools (or CUDA)
     with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(build, threads)) as pool:
         futures = [pool.submit(_worker_track, info, frame_range, out_dir) for info in infos]
-        for fut in progress(futures, desc="sequences", disable=not show_progress):
+        for fut in progress(futures, desc="tracking", unit="seq", disable=not show_progress):
             name, path, timing, n_tracks = fut.result()
             result.paths[name] = path
             result.timing[name] = timing
@@ -224,45 +203,25 @@ def run_inference_parallel(build: Callable[[], Any], sequences: Iterable[Any], o
     return result
 
 
-def _frame_window(rows, start: int, end: int):
-    """Rows of frames ``start..end``, renumbered to start at 1."""
-    rows = rows.select((rows.frame >= start) & (rows.frame <= end))
-    rows.frame = rows.frame - (start - 1)
-    return rows
-
-
 def evaluate_results(paths: dict[str, Path], sequences: Iterable[Any], frame_range: Any = None,
-                     protocol: str = "mot17", conv: Conventions = MODES["official"], hota: bool = True) -> Evaluation:
+                     protocol: str = "mot17", conv: Conventions = MODES["official"], hota: bool = True,
+                     workers: int = 1) -> Evaluation:
     """Score result files ``{name: path}`` against the GT of ``sequences`` (``SeqInfo``s, folders or
-    ``Sequence``\\ s) restricted to ``frame_range`` (as in :class:`Sequence`; None: whole sequences).
-    Sequences without GT or with malformed files are reported in ``Evaluation.errors``."""
-    t0 = time.perf_counter()
-    results: list[SequenceResult] = []
-    errors: dict[str, str] = {}
-    seconds: dict[str, float] = {}
+    ``Sequence``\\ s, whose own frame range then counts) restricted to ``frame_range`` (as in
+    :class:`Sequence`; None: whole sequences), in ``workers`` processes
+    (:func:`deepmot.evaluation.evaluate_tasks`). Sequences without GT or with malformed files
+    are reported in ``Evaluation.errors``."""
+    tasks = []
     for seq in sequences:
-        seq = seq if isinstance(seq, Sequence) else Sequence(seq, detections=None, frame_range=frame_range,
-                                                             load_images=False)
-        name = seq.name
-        if name not in paths:
-            continue
-        t1 = time.perf_counter()
-        try:
-            info: SeqInfo = seq.info
-            if seq.gt_rows is None:
-                raise MissingDataError("no GT for this sequence (test split without gt/gt.txt?)", info.gt_path)
-            gt = _frame_window(seq.gt_rows, seq.start, seq.end)
-            res = _frame_window(read_results(paths[name], info.seq_length), seq.start, seq.end)
-            data = preprocess(name, gt, res, len(seq), protocol)
-        except (DataFormatError, MissingDataError) as e:
-            errors[name] = str(e)
-            continue
-        results.append(evaluate_sequence(data, conv, hota))
-        seconds[name] = time.perf_counter() - t1
-    sequences_m, combined = summarize(results, conv, hota)
-    return Evaluation(sequences=sequences_m, combined=combined, errors=errors, seconds=seconds,
-                      wall_seconds=time.perf_counter() - t0, conventions=conv.describe(),
-                      protocol=PROTOCOLS[protocol].describe())
+        if isinstance(seq, Sequence):
+            info, window = seq.info, (seq.start, seq.end)
+        else:
+            info = seq if isinstance(seq, SeqInfo) else read_seqinfo(seq)
+            window = resolve_frame_range(frame_range, info.seq_length)
+        if info.name in paths:
+            frames = None if window == (1, info.seq_length) else window
+            tasks.append(SequenceTask(info.name, str(info.gt_path), str(paths[info.name]), info.seq_length, frames))
+    return evaluate_tasks(tasks, protocol, conv, workers=workers, hota=hota)
 
 
 def format_timing(out: InferenceOutput) -> str:
@@ -274,15 +233,15 @@ def format_timing(out: InferenceOutput) -> str:
     return "\n".join(lines)
 
 
-def evaluate_tracker(tracker: Any, sequences: Iterable[Any], cfg: Any = None, out_dir: str | Path = "results", *,
+def evaluate_tracker(factory: SequenceFactory, sequences: Iterable[Any], out_dir: str | Path = "results", *,
                      frame_range: Any = None, protocol: str = "mot17", conv: Conventions = MODES["official"],
-                     hota: bool = True, show_progress: bool = False) -> dict:
+                     hota: bool = True, show_progress: bool = True) -> dict:
     """Run :func:`run_inference` then :func:`evaluate_results`; returns the COMBINED metrics as a
     flat dict (``MOTA``, ``IDF1``, ``HOTA``, ``IDSW``, ``FP``, ``FN``... as fractions/counts) plus
     ``FPS`` (tracker frames/s), ``sot_seconds``, ``assoc_seconds``, ``frames`` and ``errors``
     (sequences that could not be scored, name -> message)."""
     seqs = list(sequences)
-    out = run_inference(tracker, seqs, cfg, out_dir, frame_range=frame_range, show_progress=show_progress)
+    out = run_inference(factory, seqs, out_dir, frame_range=frame_range, show_progress=show_progress)
     ev = evaluate_results(out.paths, seqs, frame_range, protocol, conv, hota)
     tot = out.total()
     summary = dict(ev.combined)

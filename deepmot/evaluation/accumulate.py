@@ -4,9 +4,11 @@ Two matching rules (IoU >= 0.5 required for a match in both):
 
 * ``"trackeval"`` (official): each GT object prefers the tracker id it was matched to in the
   *previous timestep* (score ``1000 * same_id + IoU``), the rest is Hungarian maximising IoU.
-  The matches are computed here and handed to the accumulator as a distance matrix whose only
-  finite entries are the chosen pairs, so motmetrics records exactly these MATCH/SWITCH/MISS/FP
-  events (its switch rule, "hypothesis differs from the last matched one, any gap", is TrackEval's).
+  The matches are computed here and the accumulator's event table is written directly
+  (:func:`events_from_matches`): the table ``MOTAccumulator.update`` would record, frame by
+  frame, for a distance matrix whose only finite entries are the chosen pairs (its switch rule,
+  "hypothesis differs from the last matched one, any gap", is TrackEval's), built with array
+  operations instead of a Python loop over every event.
 * ``"motmetrics"``: the accumulator matches by itself (it re-establishes the last match from any
   earlier frame, then solves the rest by min-cost LAP on ``1 - IoU``).
 
@@ -25,7 +27,7 @@ from scipy.optimize import linear_sum_assignment
 from deepmot.evaluation.iou import EPS
 from deepmot.evaluation.protocol import SequenceData
 
-__all__ = ["Matches", "MATCHING_RULES", "match_trackeval", "accumulate"]
+__all__ = ["Matches", "MATCHING_RULES", "match_trackeval", "accumulate", "events_from_matches"]
 
 MATCHING_RULES = ("trackeval", "motmetrics")
 
@@ -119,6 +121,89 @@ def _matches_from_events(seq: SequenceData, acc: mm.MOTAccumulator) -> list[tupl
     return out
 
 
+_EVENT_TYPES = ["RAW", "FP", "MISS", "SWITCH", "MATCH", "TRANSFER", "ASCEND", "MIGRATE"]
+
+
+def _previous_in_group(key: np.ndarray, t: np.ndarray, value: np.ndarray, missing: int = -1) -> np.ndarray:
+    """For each entry, ``value`` of the latest earlier entry (smaller ``t``) with the same ``key``,
+    or ``missing``. ``t`` is unique within a key."""
+    order = np.lexsort((t, key))
+    prev = np.full(len(key), missing, np.int64)
+    same = key[order][1:] == key[order][:-1]
+    prev[order[1:][same]] = value[order][:-1][same]
+    return prev
+
+
+def events_from_matches(seq: SequenceData, m: Matches,
+                        per_frame: list[tuple[np.ndarray, np.ndarray]]) -> mm.MOTAccumulator:
+    """A ``MOTAccumulator`` holding the events ``update`` records, frame ``t + 1`` by frame, for
+    the distance matrix ``1 - IoU`` at the pairs of ``per_frame`` and NaN elsewhere.
+
+    Per frame, in update's order: one RAW (NaN), a RAW per pair (row order), per unmatched GT
+    and per unmatched tracker box; MATCH for pairs continuing the object's last match; for the
+    other pairs (row order) ASCEND (switch to a never-matched hypothesis), MIGRATE (transfer of
+    a never-matched object), TRANSFER (hypothesis last taken over by another object), then SWITCH
+    or MATCH; MISS per unmatched GT; FP per unmatched tracker box.
+    """
+    T = seq.num_frames
+    hit = m.trk >= 0
+    row = np.concatenate([np.arange(len(g)) for g in seq.gt_ids]) if len(m.t) else np.zeros(0, np.int64)
+    # Tracker boxes: frame, contiguous id, column, matched?
+    k_t = np.repeat(np.arange(T), m.tracker_dets)
+    k_id = np.concatenate(seq.tracker_ids) if T else np.zeros(0, np.int64)
+    k_col = np.concatenate([np.arange(len(k)) for k in seq.tracker_ids]) if T else np.zeros(0, np.int64)
+    k_hit = np.zeros(len(k_t), bool)
+    offsets = np.concatenate([[0], np.cumsum(m.tracker_dets)[:-1]]) if T else np.zeros(0, np.int64)
+    for t, (_, cols) in enumerate(per_frame):
+        k_hit[offsets[t] + cols] = True
+    # Matched pairs and the accumulator's state before their frame.
+    t, o, h, r = m.t[hit], m.gt[hit], m.trk[hit], row[hit]
+    d = 1.0 - m.iou[hit]
+    prev_h = _previous_in_group(o, t, h)                     # o's last hypothesis (self.m)
+    cont = prev_h == h                                       # step 1: re-established
+    switch = ~cont & (prev_h >= 0)
+    ascend = switch & (_previous_in_group(h, t, np.zeros_like(h)) < 0)  # h never matched before
+    s2 = ~cont
+    prev_o = np.full(len(t), -1, np.int64)
+    prev_o[s2] = _previous_in_group(h[s2], t[s2], o[s2])     # self.res_m: step-2 matches only
+    transfer = s2 & (prev_o >= 0) & (prev_o != o)
+    migrate = transfer & (prev_h < 0)
+    miss = ~hit
+    nan = np.full(1, np.nan)
+
+    def part(sel_t, section, pos, sub, etype, oid, hid, dist):
+        n = len(sel_t)
+        return (sel_t, np.full(n, section), pos, np.full(n, sub), np.full(n, _EVENT_TYPES.index(etype)),
+                np.broadcast_to(np.asarray(oid, float), (n,)), np.broadcast_to(np.asarray(hid, float), (n,)),
+                np.broadcast_to(np.asarray(dist, float), (n,)))
+
+    parts = [
+        part(np.arange(T), 0, np.zeros(T, np.int64), 0, "RAW", nan, nan, nan),
+        part(t, 1, r, 0, "RAW", o, h, d),
+        part(m.t[miss], 2, row[miss], 0, "RAW", m.gt[miss], nan, nan),
+        part(k_t[~k_hit], 3, k_col[~k_hit], 0, "RAW", nan, k_id[~k_hit], nan),
+        part(t[cont], 4, r[cont], 0, "MATCH", o[cont], h[cont], d[cont]),
+        part(t[ascend], 5, r[ascend], 0, "ASCEND", o[ascend], h[ascend], d[ascend]),
+        part(t[migrate], 5, r[migrate], 1, "MIGRATE", o[migrate], h[migrate], d[migrate]),
+        part(t[transfer], 5, r[transfer], 2, "TRANSFER", o[transfer], h[transfer], d[transfer]),
+        part(t[switch], 5, r[switch], 3, "SWITCH", o[switch], h[switch], d[switch]),
+        part(t[s2 & ~switch], 5, r[s2 & ~switch], 3, "MATCH", o[s2 & ~switch], h[s2 & ~switch], d[s2 & ~switch]),
+        part(m.t[miss], 6, row[miss], 0, "MISS", m.gt[miss], nan, nan),
+        part(k_t[~k_hit], 7, k_col[~k_hit], 0, "FP", nan, k_id[~k_hit], nan),
+    ]
+    ev_t, section, pos, sub, etype, oid, hid, dist = (np.concatenate(x) for x in zip(*parts))
+    order = np.lexsort((sub, pos, section, ev_t))
+    ev_t = ev_t[order]
+    first = np.searchsorted(ev_t, ev_t, side="left")
+    indices = {"FrameId": (ev_t + 1).tolist(), "Event": (np.arange(len(ev_t)) - first).tolist()}
+    events = {"Type": np.asarray(_EVENT_TYPES, dtype=object)[etype[order]], "OId": oid[order],
+              "HId": hid[order], "D": dist[order]}
+    acc = mm.MOTAccumulator(auto_id=False)
+    acc.cached_events_df = mm.MOTAccumulator.new_event_dataframe_with_data(indices, events)
+    acc.dirty_events = False
+    return acc
+
+
 def accumulate(seq: SequenceData, matching: str = "trackeval",
                threshold: float = 0.5) -> tuple[mm.MOTAccumulator, Matches]:
     """Match every frame of ``seq`` with ``matching`` and record the events in a ``MOTAccumulator``.
@@ -128,17 +213,13 @@ def accumulate(seq: SequenceData, matching: str = "trackeval",
     """
     if matching not in MATCHING_RULES:
         raise ValueError(f"unknown matching rule {matching!r}; choose from {MATCHING_RULES}")
-    acc = mm.MOTAccumulator(auto_id=False)
     if matching == "trackeval":
         per_frame = match_trackeval(seq, threshold)
-        for t, (g, k, sim, (rows, cols)) in enumerate(zip(seq.gt_ids, seq.tracker_ids, seq.similarity, per_frame)):
-            forced = np.full((len(g), len(k)), np.nan)
-            forced[rows, cols] = 1.0 - sim[rows, cols]
-            acc.update(g, k, forced, frameid=t + 1)
-    else:
-        for t, (g, k, sim) in enumerate(zip(seq.gt_ids, seq.tracker_ids, seq.similarity)):
-            dist = 1.0 - sim
-            dist[dist > 1.0 - threshold] = np.nan
-            acc.update(g, k, dist, frameid=t + 1)
-        per_frame = _matches_from_events(seq, acc)
-    return acc, _record(seq, per_frame)
+        matches = _record(seq, per_frame)
+        return events_from_matches(seq, matches, per_frame), matches
+    acc = mm.MOTAccumulator(auto_id=False)
+    for t, (g, k, sim) in enumerate(zip(seq.gt_ids, seq.tracker_ids, seq.similarity)):
+        dist = 1.0 - sim
+        dist[dist > 1.0 - threshold] = np.nan
+        acc.update(g, k, dist, frameid=t + 1)
+    return acc, _record(seq, _matches_from_events(seq, acc))

@@ -31,6 +31,7 @@ from deepmot.evaluation.clear import FRAG_RULES, MT_RULES, clear_counts, clear_f
 from deepmot.evaluation.hota import hota_combine, hota_sequence, hota_summary
 from deepmot.evaluation.identity import identity_counts, identity_final
 from deepmot.evaluation.protocol import PROTOCOLS, Protocol, SequenceData, preprocess
+from deepmot.progress import progress
 
 __all__ = [
     "Conventions",
@@ -102,12 +103,15 @@ MODES: dict[str, Conventions] = {
 
 @dataclass(frozen=True)
 class SequenceTask:
-    """One sequence to evaluate: GT file, result file, ``num_frames`` (seqLength; None = from files)."""
+    """One sequence to evaluate: GT file, result file, ``num_frames`` (seqLength; None = from files)
+    and ``frames``: an inclusive 1-based ``(start, end)`` window scored alone, renumbered from 1
+    (e.g. the ``val-half`` split; None = the whole sequence)."""
 
     name: str
     gt_path: str
     results_path: str
     num_frames: int | None = None
+    frames: tuple[int, int] | None = None
 
 
 @dataclass
@@ -164,6 +168,13 @@ def evaluate_sequence(seq: SequenceData, conv: Conventions = MODES["official"], 
     return SequenceResult(seq.name, counts, partial, hres, time.perf_counter() - t0)
 
 
+def frame_window(rows, start: int, end: int):
+    """The rows (``MOTRows``) of frames ``start..end``, renumbered to start at 1."""
+    rows = rows.select((rows.frame >= start) & (rows.frame <= end))
+    rows.frame = rows.frame - (start - 1)
+    return rows
+
+
 def evaluate_task(task: SequenceTask, protocol: Protocol | str = "mot17",
                   conv: Conventions = MODES["official"], hota: bool = True) -> SequenceResult:
     """Read, preprocess and score one sequence; data errors become ``SequenceResult.error``."""
@@ -171,7 +182,11 @@ def evaluate_task(task: SequenceTask, protocol: Protocol | str = "mot17",
     try:
         gt = read_gt(task.gt_path, task.num_frames)
         res = read_results(task.results_path, task.num_frames)
-        seq = preprocess(task.name, gt, res, task.num_frames, protocol)
+        n = task.num_frames
+        if task.frames is not None:
+            start, end = task.frames
+            gt, res, n = frame_window(gt, start, end), frame_window(res, start, end), end - start + 1
+        seq = preprocess(task.name, gt, res, n, protocol)
     except (DataFormatError, MissingDataError) as e:
         return SequenceResult(task.name, seconds=time.perf_counter() - t0, error=str(e))
     out = evaluate_sequence(seq, conv, hota)
@@ -205,13 +220,19 @@ def summarize(results: list[SequenceResult], conv: Conventions = MODES["official
     """Final metrics of evaluated sequences -> ``({name: metrics}, combined metrics)``.
 
     COMBINED is TrackEval's: counts summed over sequences, ratios recomputed (HOTA per alpha, then
-    averaged); motmetrics' values come from its ``compute_overall``.
+    averaged); motmetrics' values come from its ``compute_overall``, except ``motp``: the
+    match-weighted mean over the sequences that have matches (motmetrics multiplies a match-less
+    sequence's NaN by 0 and gets NaN; NaN when no sequence has a match).
     """
     sequences = {r.name: _final(r.counts, r.mm_partial, r.hota, conv) for r in results}
     if not results:
         return sequences, {}
     overall = mm.metrics.create().compute_overall([r.mm_partial for r in results], metrics=_mm_metrics(conv),
                                                   return_dataframe=False)
+    matched = [(float(r.mm_partial["motp"]), int(r.mm_partial["num_detections"])) for r in results
+               if int(r.mm_partial["num_detections"]) > 0]
+    n_matched = sum(n for _, n in matched)
+    overall["motp"] = sum(m * n for m, n in matched) / n_matched if n_matched else float("nan")
     hres = hota_combine([r.hota for r in results]) if hota else None
     return sequences, _final(_sum_counts(results), overall, hres, conv)
 
@@ -229,9 +250,9 @@ def evaluate_tasks(tasks: list[SequenceTask], protocol: Protocol | str = "mot17"
         ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
         with ProcessPoolExecutor(min(workers, len(tasks)), mp_context=ctx) as pool:
             futures = [pool.submit(evaluate_task, t, protocol, conv, hota) for t in tasks]
-            results = [f.result() for f in futures]
+            results = [f.result() for f in progress(futures, desc="scoring", unit="seq")]
     else:
-        results = [evaluate_task(t, protocol, conv, hota) for t in tasks]
+        results = [evaluate_task(t, protocol, conv, hota) for t in progress(tasks, desc="scoring", unit="seq")]
     sequences, combined = summarize([r for r in results if r.error is None], conv, hota)
     return Evaluation(
         sequences=sequences,
@@ -245,22 +266,29 @@ def evaluate_tasks(tasks: list[SequenceTask], protocol: Protocol | str = "mot17"
     )
 
 
-def tasks_from_folders(results_dir, sequences, names: list[str] | None = None) -> tuple[list[SequenceTask], dict]:
+def tasks_from_folders(results_dir, sequences, names: list[str] | None = None,
+                       bad_sequences: dict[str, str] | None = None) -> tuple[list[SequenceTask], dict]:
     """Pair ``results_dir/<name>.txt`` with GT sequences (``SeqInfo`` list).
 
-    ``names``: sequences to evaluate (default: every result file). Returns ``(tasks, errors)``
-    where errors name result files without GT and requested sequences without a result file.
+    ``names``: sequences to evaluate (default: every result file and every GT sequence, as
+    TrackEval's sequence map does). ``bad_sequences``: name -> message of GT sequences that could
+    not be read (their ``seqinfo.ini``). Returns ``(tasks, errors)`` where errors name result files
+    without GT, GT sequences (or requested ones) without a result file, and the bad sequences.
     """
     results_dir = Path(results_dir)
     if not results_dir.is_dir():
         raise MissingDataError("results folder not found", results_dir)
     by_name = {s.name: s for s in sequences}
+    bad = dict(bad_sequences or {})
     files = {p.stem: p for p in sorted(results_dir.glob("*.txt"))}
-    wanted = names if names is not None else sorted(files)
+    wanted = names if names is not None else sorted(set(files) | set(by_name) | set(bad))
     tasks, errors = [], {}
     for n in wanted:
-        if n not in files:
-            errors[n] = str(MissingDataError("no result file for this sequence", results_dir / f"{n}.txt"))
+        if n in bad:
+            errors[n] = bad[n]
+        elif n not in files:
+            hint = "" if names is not None else " (name the sequences to evaluate with --seqs)"
+            errors[n] = str(MissingDataError(f"no result file for this sequence{hint}", results_dir / f"{n}.txt"))
         elif n not in by_name:
             errors[n] = str(MissingDataError("no GT sequence of this name in the data root", files[n]))
         else:

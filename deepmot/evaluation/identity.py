@@ -1,9 +1,12 @@
 """Identity metrics (IDF1, IDP, IDR) of one sequence: the global one-to-one GT-id/tracker-id assignment.
 
 A GT id and a tracker id "co-occur" in a frame when their boxes overlap with IoU >= threshold.
-The assignment maximising the total co-occurrence count (IDTP) is found with scipy's Hungarian
-solver on the usual ``(G + K) x (G + K)`` cost of IDFN + IDFP (Ristani et al. 2016; TrackEval's
-``Identity`` and motmetrics' ``id_global_assignment`` solve the same problem, so IDTP is unique).
+The assignment maximising the total co-occurrence count (IDTP) is what TrackEval's ``Identity`` and
+motmetrics' ``id_global_assignment`` find with Hungarian on the ``(G + K) x (G + K)`` cost of
+IDFN + IDFP (Ristani et al. 2016). That cost of an assignment is ``sum(GT boxes) + sum(tracker
+boxes) - 2 * (co-occurrences of its pairs)``, so the same optimum (IDTP is unique) is a maximum-
+weight matching on the ``G x K'`` co-occurrence counts alone, ``K'`` the tracker ids that co-occur
+with some GT id: scipy's Hungarian solver on that far smaller matrix (integer counts, exact sums).
 """
 
 from __future__ import annotations
@@ -14,9 +17,6 @@ from scipy.optimize import linear_sum_assignment
 from deepmot.evaluation.protocol import SequenceData
 
 __all__ = ["identity_counts", "identity_final"]
-
-_BIG = 1e10  # cost of impossible cells (a GT id paired with another GT id's dummy, ...)
-
 
 def identity_counts(seq: SequenceData, threshold: float = 0.5) -> dict:
     """``{"IDTP", "IDFN", "IDFP"}`` (ints) of one sequence."""
@@ -29,22 +29,12 @@ def identity_counts(seq: SequenceData, threshold: float = 0.5) -> dict:
         r, c = np.nonzero(sim >= threshold)
         pair_g.append(g[r])
         pair_k.append(k[c])
-    co = np.zeros((G, K))
-    np.add.at(co, (np.concatenate(pair_g), np.concatenate(pair_k)), 1)
-    gt_count = np.bincount(np.concatenate(seq.gt_ids), minlength=G).astype(float)
-    trk_count = np.bincount(np.concatenate(seq.tracker_ids), minlength=K).astype(float)
-    fn = np.zeros((G + K, G + K))
-    fp = np.zeros((G + K, G + K))
-    fn[:G, K:] = _BIG
-    fp[G:, :K] = _BIG
-    fn[:G, :K] = gt_count[:, None] - co
-    fn[np.arange(G), K + np.arange(G)] = gt_count
-    fp[:G, :K] = trk_count[None, :] - co
-    fp[G + np.arange(K), np.arange(K)] = trk_count
-    rows, cols = linear_sum_assignment(fn + fp)
-    idfn = int(fn[rows, cols].sum())
-    idfp = int(fp[rows, cols].sum())
-    return {"IDTP": int(gt_count.sum()) - idfn, "IDFN": idfn, "IDFP": idfp}
+    pair_g, pair_k = np.concatenate(pair_g), np.concatenate(pair_k)
+    used, pair_k = np.unique(pair_k, return_inverse=True)
+    co = np.bincount(pair_g * len(used) + pair_k, minlength=G * len(used)).reshape(G, len(used))
+    rows, cols = linear_sum_assignment(co, maximize=True)
+    idtp = int(co[rows, cols].sum())
+    return {"IDTP": idtp, "IDFN": n_gt_dets - idtp, "IDFP": n_trk_dets - idtp}
 
 
 def identity_final(c: dict) -> dict:

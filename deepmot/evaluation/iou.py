@@ -32,9 +32,10 @@ def iou_xywh(boxes1: np.ndarray, boxes2: np.ndarray) -> np.ndarray:
     """
     a = _corners(boxes1)
     b = _corners(boxes2)
-    lo = np.minimum(a[:, None, :], b[None, :, :])
-    hi = np.maximum(a[:, None, :], b[None, :, :])
-    inter = np.maximum(lo[..., 2] - hi[..., 0], 0) * np.maximum(lo[..., 3] - hi[..., 1], 0)
+    # TrackEval takes the element-wise min/max of all four corners; only these two of each are used.
+    iw = np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0])
+    ih = np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1])
+    inter = np.maximum(iw, 0) * np.maximum(ih, 0)
     area1 = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
     area2 = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
     union = area1[:, None] + area2[None, :] - inter

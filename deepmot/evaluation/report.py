@@ -2,7 +2,10 @@
 ``summary.csv`` and ``summary.json`` (both written atomically).
 
 Printed ratios are percent rounded to 3 decimals (as TrackEval prints them); the CSV and JSON keep
-full float64 fractions in [0, 1] (``repr`` precision).
+full float64 fractions in [0, 1] (``repr`` precision). Undefined values (NaN: e.g. MOTP without a
+match) are ``null`` in the JSON (strict JSON), ``nan`` in the CSV and ``-`` on screen. A sequence
+without GT objects gets TrackEval's MOTA ``(TP - FP - IDSW) / max(1, GT)`` = ``-FP``; the report
+says so under the tables.
 """
 
 from __future__ import annotations
@@ -10,11 +13,12 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 from pathlib import Path
 
 from deepmot.fileio import atomic_write_text
 
-__all__ = ["TABLES", "format_table", "format_report", "write_summary"]
+__all__ = ["TABLES", "PERCENT_FIELDS", "format_metric", "format_table", "format_report", "write_summary"]
 
 #: Printed tables: title -> columns. Integers print as integers, ratios as percent.
 TABLES = {
@@ -27,8 +31,24 @@ _INT_FIELDS = {"TP", "FN", "FP", "IDSW", "MT", "PT", "ML", "Frag", "IDTP", "IDFN
                "IDs", "GT_IDs", "Removed", "Frames", "IDt", "IDa", "IDm"}
 
 
-def _cell(key: str, value) -> str:
+#: ratios printed as percent (3 decimals, TrackEval's tables); stored as fractions in CSV/JSON
+PERCENT_FIELDS = {c for cols in TABLES.values() for c in cols} - _INT_FIELDS
+
+
+def format_metric(key: str, value) -> str:
+    """How a person reads metric ``key``: ratios (:data:`PERCENT_FIELDS`) in percent with 3
+    decimals (``0.60351 -> "60.351"``), counts as integers, anything else with 4 significant digits."""
     if value is None:
+        return "-"
+    if key in PERCENT_FIELDS:
+        return f"{100 * float(value):.3f}"
+    if key in _INT_FIELDS:
+        return str(int(value))
+    return f"{float(value):.4g}"
+
+
+def _cell(key: str, value) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
     if key in _INT_FIELDS:
         return str(int(value))
@@ -61,6 +81,10 @@ def format_report(ev) -> str:
             out += ["", t]
     if "HOTA" not in ev.combined and ev.combined:
         out += ["", "HOTA: not computed (install the 'trackeval' package)"]
+    no_gt = [n for n, r in ev.sequences.items() if r.get("GT_Dets") == 0]
+    if no_gt:
+        out += ["", f"no GT objects in {', '.join(no_gt)}: MOTA there is -FP (TrackEval divides by "
+                    "max(1, GT)); MOTP_dist without a match is undefined (-)"]
     if ev.errors:
         out += ["", f"{len(ev.errors)} sequence(s) NOT evaluated (COMBINED excludes them):"]
         out += [f"  {name}: {msg}" for name, msg in ev.errors.items()]
@@ -74,6 +98,18 @@ def format_report(ev) -> str:
 def _plain(v):
     if hasattr(v, "item"):
         v = v.item()
+    return v
+
+
+def _json_safe(v):
+    """NaN / inf (undefined ratios) -> None, so ``summary.json`` is strict JSON (null)."""
+    v = _plain(v)
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, dict):
+        return {k: _json_safe(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_json_safe(x) for x in v]
     return v
 
 
@@ -95,8 +131,6 @@ def write_summary(ev, out_dir) -> tuple[Path, Path]:
                              for k in keys])
     csv_path, json_path = out_dir / "summary.csv", out_dir / "summary.json"
     atomic_write_text(csv_path, buf.getvalue())
-    data = {k: v for k, v in ev.to_dict().items()}
-    data["sequences"] = {n: {k: _plain(v) for k, v in r.items()} for n, r in ev.sequences.items()}
-    data["combined"] = {k: _plain(v) for k, v in ev.combined.items()}
-    atomic_write_text(json_path, json.dumps(data, indent=2, allow_nan=True) + "\n")
+    data = _json_safe(ev.to_dict())
+    atomic_write_text(json_path, json.dumps(data, indent=2, allow_nan=False) + "\n")
     return csv_path, json_path

@@ -180,6 +180,12 @@ class IoUAssigner:
         validate_input(inp)
         boxes = inp.ref_boxes if (self.use_ref_boxes and inp.ref_boxes is not None) else inp.pred_boxes
         pred_valid, gt_valid = inp.valid_preds(), inp.gt_mask.to(torch.bool)
+        for name, t, valid in (("pred_boxes" if boxes is inp.pred_boxes else "ref_boxes", boxes, pred_valid),
+                               ("gt_boxes", inp.gt_boxes, gt_valid)):
+            bad = valid & ~torch.isfinite(t.detach()).all(-1)
+            if bad.any():  # an infinite coordinate would give IoU 0 and pass silently
+                b, i = (int(v) for v in torch.nonzero(bad)[0])
+                raise ValueError(f"IoUAssigner: {name}[{b}, {i}] is not finite: {t[b, i].tolist()}")
         bsz, n, g = inp.batch_size, inp.num_preds, inp.num_gt
         iou = pairwise_iou_cxcywh(boxes.detach().float(), inp.gt_boxes.detach().float())  # (B, Np, G)
         if not torch.isfinite(iou[pred_valid[:, :, None] & gt_valid[:, None, :]]).all():

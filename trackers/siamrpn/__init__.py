@@ -2,7 +2,8 @@
 
 ``build_siamrpn("siamrpn_alex_dwxcorr")`` builds a model from ``configs/``;
 ``load_pysot_checkpoint(model, path)`` loads PySOT / DaSiamRPN weights strictly;
-``build_siamrpn_tracker(cfg)`` is the ``"siamrpn"`` entry of :func:`trackers.build_tracker`.
+``build_siamrpn_tracker(cfg)`` builds the network of the ``"siamrpn"`` registry entry
+(:mod:`trackers.siamrpn.plugin`; inference: :mod:`.mot`, DeepMOT training: :mod:`.trainable`).
 """
 
 from __future__ import annotations

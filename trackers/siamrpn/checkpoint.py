@@ -20,7 +20,7 @@ from typing import Callable, Mapping
 import torch
 from torch import Tensor, nn
 
-from deepmot.engine.checkpoint import extract_state_dict
+from deepmot.runtime.checkpoint import extract_state_dict, torch_load
 from deepmot.errors import DataFormatError, MissingDataError
 
 __all__ = ["CheckpointMismatchError", "LoadReport", "load_pysot_checkpoint", "read_state_dict",
@@ -134,11 +134,7 @@ def read_state_dict(path_or_state_dict: str | os.PathLike | Mapping) -> tuple[di
         path = Path(obj)
         if not path.is_file():
             raise MissingDataError("checkpoint file not found", path)
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:
-            raise DataFormatError(f"not a readable torch checkpoint ({type(e).__name__}: {e})",
-                                  path) from None
+        obj = torch_load(path, "cpu", "not a readable torch checkpoint")
     state = extract_state_dict(obj, source)
     return state, source
 

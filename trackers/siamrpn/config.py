@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
-from deepmot.config import load_config
+from deepmot.config import Fraction, NonNegative, NonNegativeInt, Positive, PositiveInt, load_config
 from trackers.siamrpn.anchors import score_size
 
 __all__ = ["SiamRPNConfig", "SiamRPNTrainConfig", "CONFIG_DIR", "available_configs",
@@ -27,22 +27,26 @@ class SiamRPNTrainConfig:
     """SOT-training settings (PySOT ``TRAIN``/``DATASET``): pair sampling, augmentation, anchor
     targets and loss weights. Sizes in crop pixels; shifts in search/template-crop pixels."""
 
-    search_size: int = 255            # search crop side during training
-    thr_high: float = 0.6             # anchor IoU above which it is positive
-    thr_low: float = 0.3              # anchor IoU below which it is negative
-    pos_num: int = 16                 # at most this many positives per pair
-    total_num: int = 64               # positives + negatives per pair
-    neg_num: int = 16                 # negatives per negative pair (near the target cell)
-    cls_weight: float = 1.0
-    loc_weight: float = 1.2
-    template_shift: float = 4.0
-    template_scale: float = 0.05
-    search_shift: float = 64.0
-    search_scale: float = 0.18
-    color: float = 1.0                # probability of the PCA colour jitter
-    gray: float = 0.0                 # probability of a grey pair
-    neg: float = 0.2                  # probability of a negative pair (different objects)
-    frame_range: int = 100            # template/search frames at most this far apart
+    search_size: PositiveInt = 255    # search crop side during training
+    thr_high: Fraction = 0.6          # anchor IoU above which it is positive
+    thr_low: Fraction = 0.3           # anchor IoU below which it is negative
+    pos_num: NonNegativeInt = 16      # at most this many positives per pair
+    total_num: PositiveInt = 64       # positives + negatives per pair
+    neg_num: NonNegativeInt = 16      # negatives per negative pair (near the target cell)
+    cls_weight: NonNegative = 1.0
+    loc_weight: NonNegative = 1.2
+    template_shift: NonNegative = 4.0
+    template_scale: NonNegative = 0.05
+    search_shift: NonNegative = 64.0
+    search_scale: NonNegative = 0.18
+    color: Fraction = 1.0             # probability of the PCA colour jitter
+    gray: Fraction = 0.0              # probability of a grey pair
+    neg: Fraction = 0.2               # probability of a negative pair (different objects)
+    frame_range: NonNegativeInt = 100  # template/search frames at most this far apart
+
+    def __post_init__(self) -> None:
+        if self.thr_low > self.thr_high:
+            raise ValueError(f"train.thr_low={self.thr_low} must not exceed train.thr_high={self.thr_high}")
 
 
 @dataclass
@@ -63,24 +67,24 @@ class SiamRPNConfig:
     head_kwargs: dict = field(default_factory=lambda: {"anchor_num": 5, "in_channels": 256,
                                                        "out_channels": 256})
     # anchors
-    anchor_stride: int = 8
-    anchor_ratios: list[float] = field(default_factory=lambda: [0.33, 0.5, 1.0, 2.0, 3.0])
-    anchor_scales: list[float] = field(default_factory=lambda: [8.0])
+    anchor_stride: PositiveInt = 8
+    anchor_ratios: list[Positive] = field(default_factory=lambda: [0.33, 0.5, 1.0, 2.0, 3.0])
+    anchor_scales: list[Positive] = field(default_factory=lambda: [8.0])
     # tracking procedure details: "pysot", or "dasiamrpn" (DaSiamRPN / DeepMOT v1 under
     # Python 3: anchor grid half a stride up-left, round() crop origin, x + w/2 centre; §9.4)
     flavour: str = "pysot"
     # tracking (PySOT TRACK.*)
     tracker: str = "SiamRPNTracker"
-    exemplar_size: int = 127
-    instance_size: int = 255
-    base_size: int = 8
-    context_amount: float = 0.5
-    penalty_k: float = 0.04
-    window_influence: float = 0.44
-    lr: float = 0.4
-    lost_instance_size: int = 831
-    confidence_low: float = 0.85
-    confidence_high: float = 0.998
+    exemplar_size: PositiveInt = 127
+    instance_size: PositiveInt = 255
+    base_size: NonNegativeInt = 8
+    context_amount: NonNegative = 0.5
+    penalty_k: NonNegative = 0.04
+    window_influence: Fraction = 0.44
+    lr: Fraction = 0.4
+    lost_instance_size: PositiveInt = 831
+    confidence_low: Fraction = 0.85
+    confidence_high: Fraction = 0.998
     train: SiamRPNTrainConfig = field(default_factory=SiamRPNTrainConfig)
 
     @property

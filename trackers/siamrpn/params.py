@@ -1,52 +1,49 @@
 """Tracking hyper-parameters of a SiamRPN tracker (PySOT ``cfg.TRACK`` + ``cfg.ANCHOR``, spec §1, §3).
 
 One frozen dataclass, :class:`TrackParams`, read by the batched tracker and by the per-target
-post-processing. Its defaults are those of :class:`~trackers.siamrpn.config.SiamRPNConfig`
-(PySOT's), so PySOT's values live in one place.
+post-processing. Its fields are *derived* from :class:`~trackers.siamrpn.config.SiamRPNConfig`
+(names, types and PySOT's default values; :data:`FROM_CONFIG` maps each to its config field), so
+the tracking values are declared once, in the config; only ``min_size`` and ``long_term`` are
+its own.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
 from typing import Any
 
-from trackers.siamrpn.anchors import Flavour, score_size
+from trackers.siamrpn.anchors import score_size
 from trackers.siamrpn.config import SiamRPNConfig
 
-__all__ = ["TrackParams", "LOST_WINDOW_INFLUENCE"]
-
-_PYSOT = SiamRPNConfig()  # one source of the default tracking/anchor values
+__all__ = ["TrackParams", "FROM_CONFIG", "LOST_WINDOW_INFLUENCE"]
 
 #: window influence of PySOT's long-term tracker while a target is lost (hard-coded there, §3.8)
 LOST_WINDOW_INFLUENCE = 0.001
 
+#: TrackParams field -> the SiamRPNConfig field it comes from
+FROM_CONFIG = {"exemplar_size": "exemplar_size", "instance_size": "instance_size", "base_size": "base_size",
+               "context_amount": "context_amount", "penalty_k": "penalty_k",
+               "window_influence": "window_influence", "lr": "lr", "stride": "anchor_stride",
+               "ratios": "anchor_ratios", "scales": "anchor_scales", "flavour": "flavour",
+               "lost_instance_size": "lost_instance_size", "confidence_low": "confidence_low",
+               "confidence_high": "confidence_high"}
+_TUPLES = ("ratios", "scales")          # lists in the config, tuples here (hashable, frozen)
 
-@dataclass(frozen=True)
-class TrackParams:
-    """Tracking hyper-parameters; sizes in crop pixels.
 
-    ``long_term`` selects PySOT's ``SiamRPNLTTracker`` procedure (spec §3.8): a target whose best
-    score falls below ``confidence_low`` is *lost* (its box is kept, its next search crop is
-    ``lost_instance_size`` wide and its window influence :data:`LOST_WINDOW_INFLUENCE`) until a
-    best score above ``confidence_high``.
-    """
+def _value(name: str, v: Any) -> Any:
+    return tuple(float(x) for x in v) if name in _TUPLES else v
 
-    exemplar_size: int = _PYSOT.exemplar_size
-    instance_size: int = _PYSOT.instance_size
-    base_size: int = _PYSOT.base_size
-    context_amount: float = _PYSOT.context_amount
-    penalty_k: float = _PYSOT.penalty_k
-    window_influence: float = _PYSOT.window_influence
-    lr: float = _PYSOT.lr
-    stride: int = _PYSOT.anchor_stride
-    ratios: tuple[float, ...] = tuple(_PYSOT.anchor_ratios)
-    scales: tuple[float, ...] = tuple(_PYSOT.anchor_scales)
-    flavour: Flavour = _PYSOT.flavour
-    min_size: float = 10.0  # clipping floor for width/height (pixels), PySOT's _bbox_clip
-    long_term: bool = False
-    lost_instance_size: int = _PYSOT.lost_instance_size
-    confidence_low: float = _PYSOT.confidence_low
-    confidence_high: float = _PYSOT.confidence_high
+
+def _derived_fields() -> list[tuple[str, Any, dataclasses.Field]]:
+    pysot = SiamRPNConfig()
+    types = {f.name: f.type for f in dataclasses.fields(SiamRPNConfig)}
+    return [(name, "tuple[float, ...]" if name in _TUPLES else types[src],
+             dataclasses.field(default=_value(name, getattr(pysot, src))))
+            for name, src in FROM_CONFIG.items()]
+
+
+class _TrackParamsMethods:
+    """What :class:`TrackParams` computes from its fields."""
 
     def score_size_for(self, instance_size: int) -> int:
         """Side S of the score map for a search crop of ``instance_size`` pixels."""
@@ -75,15 +72,24 @@ class TrackParams:
         "SiamRPNLTTracker"`` selects the long-term procedure."""
         values: dict[str, Any] = {}
         if cfg is not None:
-            values = dict(exemplar_size=cfg.exemplar_size, instance_size=cfg.instance_size,
-                          base_size=cfg.base_size, context_amount=cfg.context_amount,
-                          penalty_k=cfg.penalty_k, window_influence=cfg.window_influence, lr=cfg.lr,
-                          stride=cfg.anchor_stride, ratios=tuple(float(r) for r in cfg.anchor_ratios),
-                          scales=tuple(float(r) for r in cfg.anchor_scales),
-                          flavour=getattr(cfg, "flavour", "pysot"),
-                          long_term=getattr(cfg, "tracker", "SiamRPNTracker") == "SiamRPNLTTracker",
-                          lost_instance_size=getattr(cfg, "lost_instance_size", _PYSOT.lost_instance_size),
-                          confidence_low=getattr(cfg, "confidence_low", _PYSOT.confidence_low),
-                          confidence_high=getattr(cfg, "confidence_high", _PYSOT.confidence_high))
+            values = {name: _value(name, getattr(cfg, src)) for name, src in FROM_CONFIG.items()
+                      if hasattr(cfg, src)}
+            values["long_term"] = getattr(cfg, "tracker", "SiamRPNTracker") == "SiamRPNLTTracker"
         values.update(overrides)
         return cls(**values)
+
+
+TrackParams = dataclasses.make_dataclass(
+    "TrackParams",
+    [*_derived_fields(),
+     ("min_size", float, dataclasses.field(default=10.0)),   # clipping floor for w/h (pixels), PySOT's _bbox_clip
+     ("long_term", bool, dataclasses.field(default=False))],
+    bases=(_TrackParamsMethods,), frozen=True, namespace={"__module__": __name__})
+TrackParams.__doc__ = """Tracking hyper-parameters; sizes in crop pixels (fields: :data:`FROM_CONFIG`,
+with :class:`~trackers.siamrpn.config.SiamRPNConfig`'s defaults, plus ``min_size`` and ``long_term``).
+
+``long_term`` selects PySOT's ``SiamRPNLTTracker`` procedure (spec §3.8): a target whose best
+score falls below ``confidence_low`` is *lost* (its box is kept, its next search crop is
+``lost_instance_size`` wide and its window influence :data:`LOST_WINDOW_INFLUENCE`) until a
+best score above ``confidence_high``.
+"""

@@ -17,17 +17,22 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated, Literal
 
 import numpy as np
 import torch
 
 from deepmot.boxes import box_iou, xywh_to_xyxy
-from deepmot.config import ConfigError, config_to_dict, load_config
+from deepmot.config import (ConfigError, Fraction, NonNegative, NonNegativeInt, Positive, PositiveInt, Range,
+                            config_to_dict, load_config)
 from deepmot.datasets.mot import gt_sequences, read_gt
-from deepmot.engine.checkpoint import atomic_write, load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from deepmot.engine.run import Run, find_latest_checkpoint
-from deepmot.engine.seed import seed_everything
+from deepmot.runtime.checkpoint import (atomic_write, check_finite_state, resume_training, save_checkpoint,
+                                        training_state)
+from deepmot.runtime.preempt import PreemptionGuard
+from deepmot.runtime.run import Run
+from deepmot.runtime.seed import seed_everything
 from deepmot.errors import MissingDataError
+from deepmot.progress import progress
 
 from .checkpoint import load_pysot_checkpoint
 from .model import SiamRPN, build_siamrpn
@@ -54,25 +59,25 @@ class PretrainConfig:
     exclude: list[str] = field(default_factory=list)  # sequences (e.g. MOT17-11) kept out of training
     eval_split: str = "test"
     eval_sequences: list[str] = field(default_factory=list)  # evaluate only these (default: all)
-    min_vis: float = 0.5                 # GT boxes less visible than this are not cut into pairs
-    hard_negatives: float = 0.0          # share of negative pairs taken from the same scene
-    drift: float = 0.0                   # share of pairs cut where the tracker looked when it failed
+    min_vis: Fraction = 0.5              # GT boxes less visible than this are not cut into pairs
+    hard_negatives: Fraction = 0.0       # share of negative pairs taken from the same scene
+    drift: Fraction = 0.0                # share of pairs cut where the tracker looked when it failed
     drift_track: dict = field(default_factory=lambda: {"window_influence": 0.15, "lr": 0.1})
-    hard_anchors: int = 0                # per pair, this many top-scoring background anchors added as negatives
-    steps: int = 300                     # the fast recipe: ~3 min on 2 idle CPU cores (tiny model)
-    batch_size: int = 16
-    optimizer: str = "adam"              # "adam" (AdamW) or "sgd" (momentum, PySOT's choice)
-    base_lr: float = 0.003
-    end_lr: float = 0.0001               # log-linear decay from base_lr to end_lr
-    warmup_steps: int = 20
-    momentum: float = 0.9                # SGD momentum / Adam beta1
-    weight_decay: float = 1e-4
-    grad_clip: float = 10.0
-    seed: int = 0
-    threads: int = 2
-    log_every: int = 10
-    checkpoint_every: int = 100
-    eval_max_tracks: int | None = None   # None: every test object
+    hard_anchors: NonNegativeInt = 0     # per pair, this many top-scoring background anchors added as negatives
+    steps: PositiveInt = 300             # the fast recipe: ~3 min on 2 idle CPU cores (tiny model)
+    batch_size: PositiveInt = 16
+    optimizer: Literal["adam", "sgd"] = "adam"  # "adam" (AdamW) or "sgd" (momentum, PySOT's choice)
+    base_lr: Positive = 0.003
+    end_lr: Positive = 0.0001            # log-linear decay from base_lr to end_lr
+    warmup_steps: NonNegativeInt = 20
+    momentum: Annotated[float, Range(ge=0, lt=1)] = 0.9  # SGD momentum / Adam beta1
+    weight_decay: NonNegative = 1e-4
+    grad_clip: Positive = 10.0
+    seed: NonNegativeInt = 0
+    threads: PositiveInt = 2
+    log_every: PositiveInt = 10
+    checkpoint_every: PositiveInt = 100
+    eval_max_tracks: PositiveInt | None = None  # None: every test object
     out: str = "weights/siamrpn_pretrained.pth"
     runs_root: str = "runs"
 
@@ -102,7 +107,16 @@ def pretrain(cfg: PretrainConfig, resume: str | None = None) -> tuple[SiamRPN, P
     sampler = PairSampler(cfg.data, mcfg, cfg.split, min_vis=cfg.min_vis, exclude=cfg.exclude,
                           hard_negatives=cfg.hard_negatives)
     opt = _optimizer(cfg, model)
-    run = Run.create("siamrpn_pretrain", cfg, root=cfg.runs_root, resume=resume)
+    run = Run.create("siamrpn_pretrain", cfg, root=cfg.runs_root, resume=resume, device="cpu")
+    try:
+        return _train(cfg, resume, run, model, sampler, opt)
+    finally:
+        run.close()
+
+
+def _train(cfg: PretrainConfig, resume: str | None, run: Run, model: SiamRPN, sampler: PairSampler,
+           opt: torch.optim.Optimizer) -> tuple[SiamRPN, Path]:
+    mcfg = model.cfg
     if cfg.drift > 0:  # mined with the starting weights, before a resume loads its checkpoint
         t = time.time()
         records = mine_drift(model, cfg.data, cfg.split, TrackParams.from_config(mcfg, **cfg.drift_track),
@@ -113,24 +127,34 @@ def pretrain(cfg: PretrainConfig, resume: str | None = None) -> tuple[SiamRPN, P
     rng = np.random.default_rng(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     start = 0
-    if resume:
-        ckpt_path = find_latest_checkpoint(run.dir)
-        if ckpt_path is not None:
-            ck = load_checkpoint(ckpt_path)
-            model.load_state_dict(ck["model"])
-            opt.load_state_dict(ck["optimizer"])
-            start = int(ck["step"])
-            set_rng_state(ck["rng"])
-            rng.bit_generator.state = _np_state_from(ck["sampler_rng"])
-            gen.set_state(ck["generator"])
-            run.logger.info("resumed at step %d from %s", start, ckpt_path)
+    resumed = resume_training(run.dir, model, opt, log=run.logger.warning) if resume else None
+    if resumed is not None:
+        ck, ckpt_path = resumed
+        start = int(ck["step"])
+        rng.bit_generator.state = _np_state_from(ck["sampler_rng"])
+        gen.set_state(ck["generator"])
+        run.logger.info("resumed at step %d from %s", start, ckpt_path)
     run.logger.info("model %s (%d parameters), %d training tracks in %d sequences",
                     mcfg.name, sum(p.numel() for p in model.parameters()), len(sampler.tracks),
                     len(sampler.sequences))
     model.train()
     t0 = time.time()
     t_data = 0.0
-    for step in range(start, cfg.steps):
+
+    def save(done: int) -> None:
+        save_checkpoint(run.checkpoint_dir / "last.pt", training_state(
+            model, opt, step=done, sampler_rng=_np_state_to(rng.bit_generator.state),
+            generator=gen.get_state(), config=config_to_dict(cfg), model_config=config_to_dict(mcfg)))
+        run.wrote(run.checkpoint_dir / "last.pt", "checkpoint")
+
+    def preempted(done: int) -> None:
+        save(done)
+        run.logger.warning("preempted at step %d: checkpoint written, continue with --resume %s", done, run.dir)
+        run.close()
+
+    guard = PreemptionGuard().install()   # SIGTERM / SIGUSR1: checkpoint, clean exit, --resume
+    for step in progress(range(start, cfg.steps), total=cfg.steps, initial=start, desc="SOT pre-training",
+                         unit="step"):
         for g in opt.param_groups:
             g["lr"] = _lr(cfg, step)
         td = time.perf_counter()
@@ -155,15 +179,13 @@ def pretrain(cfg: PretrainConfig, resume: str | None = None) -> tuple[SiamRPN, P
                             step + 1, cfg.steps, loss.item(), cls_loss.item(), loc_loss.item(),
                             (time.time() - t0) / done, t_data / done)
         if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
-            save_checkpoint(run.checkpoint_dir / "last.pt", {
-                "model": model.state_dict(), "optimizer": opt.state_dict(), "step": step + 1,
-                "rng": rng_state(), "sampler_rng": _np_state_to(rng.bit_generator.state),
-                "generator": gen.get_state(), "config": config_to_dict(cfg),
-                "model_config": config_to_dict(mcfg)})
+            save(step + 1)
+        guard.check(lambda: preempted(step + 1))
+    guard.restore()
     out = Path(cfg.out)
+    check_finite_state(model.state_dict(), f"{out} not written (did the training diverge?)")
     atomic_write(out, lambda f: torch.save(model.state_dict(), f))
-    run.logger.info("wrote weights %s", out)
-    run.close()
+    run.wrote(out, "SOT weights")
     return model.eval(), run.dir
 
 
@@ -205,7 +227,8 @@ def evaluate_sot(model: SiamRPN, root: str | Path, split: str = "test", iou_thre
     config). Returns ``{"success", "frames", "tracks", "mean_iou"}``."""
     model.eval()
     totals = np.zeros(4)                     # hits, frames, tracks, sum of IoU
-    for base, info in gt_sequences(root, split, only=sequences):
+    for base, info in progress(list(gt_sequences(root, split, only=sequences)), desc=f"SOT evaluation ({split})",
+                               unit="seq"):
         left = None if max_tracks is None else max(0, max_tracks - int(totals[2]))
         counts = _track_sequence(model, info, iou_threshold, left, params)
         totals += counts
@@ -222,7 +245,7 @@ def mine_drift(model: SiamRPN, root: str | Path, split: str = "train", params: T
     frame) for each frame where the box has IoU <= ``iou_threshold`` with the GT while the GT
     centre is still inside the search window, i.e. where the network picked something else."""
     out: list[DriftRecord] = []
-    for base, info in gt_sequences(root, split, exclude):
+    for base, info in progress(list(gt_sequences(root, split, exclude)), desc="drift mining", unit="seq"):
         _track_sequence(model, info, iou_threshold, None, params, record=(base, out))
     return out
 
@@ -334,10 +357,10 @@ def main(argv: list[str] | None = None) -> int:
     res = evaluate_sot(model, cfg.data, cfg.eval_split, max_tracks=cfg.eval_max_tracks,
                        sequences=cfg.eval_sequences or None, per_sequence=per_seq)
     for name, r in per_seq.items():
-        print(f"  {name}: success {100 * r['success']:.1f}% mean IoU {r['mean_iou']:.3f} "
+        print(f"  {name}: success {100 * r['success']:.3f} % mean IoU {100 * r['mean_iou']:.3f} % "
               f"({int(r['tracks'])} objects, {int(r['frames'])} frames)")
-    print(f"SOT success@0.5 on {cfg.data}/{cfg.eval_split}: {100 * res['success']:.1f}% "
-          f"(mean IoU {res['mean_iou']:.3f}, {int(res['tracks'])} objects, {int(res['frames'])} "
+    print(f"SOT success@0.5 on {cfg.data}/{cfg.eval_split}: {100 * res['success']:.3f} % "
+          f"(mean IoU {100 * res['mean_iou']:.3f} %, {int(res['tracks'])} objects, {int(res['frames'])} "
           f"frames, {time.time() - t:.0f}s)")
     return 0
 

@@ -64,11 +64,15 @@ def grid_points(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
     return [dict(zip(keys, vals)) for vals in itertools.product(*(grid[k] for k in keys))]
 
 
-def _table(rows: list[dict[str, Any]], keys: list[str]) -> str:
-    head = keys + ["success", "mean_iou", "frames", "seconds"]
-    lines = [",".join(head)]
+def _table(rows: list[dict[str, Any]], keys: list[str], percent: bool = False) -> str:
+    """Rows best first as CSV: success and mean IoU as fractions, or (``percent``, the printed
+    table) in percent with 3 decimals under ``success_%`` / ``mean_iou_%``."""
+    ratios = ("success", "mean_iou")
+    head = keys + list(ratios) + ["frames", "seconds"]
+    lines = [",".join(f"{k}_%" if percent and k in ratios else k for k in head)]
     for r in sorted(rows, key=lambda r: -r["success"]):
-        lines.append(",".join(f"{r[k]:.4f}" if isinstance(r[k], float) else str(r[k]) for k in head))
+        lines.append(",".join(f"{100 * r[k]:.3f}" if percent and k in ratios else
+                              f"{r[k]:.4f}" if isinstance(r[k], float) else str(r[k]) for k in head))
     return "\n".join(lines) + "\n"
 
 
@@ -102,10 +106,11 @@ def main(argv: list[str] | None = None) -> int:
         row = dict(point, success=res["success"], mean_iou=res["mean_iou"], frames=int(res["frames"]),
                    seconds=round(time.time() - t, 1))
         rows.append(row)
-        print(" ".join(f"{k}={v}" for k, v in row.items()), flush=True)
+        print(" ".join(f"{k}={100 * v:.3f}%" if k in ("success", "mean_iou") else f"{k}={v}"
+                       for k, v in row.items()), flush=True)
         if args.csv:
             atomic_write_text(args.csv, _table(rows, keys))
-    print(_table(rows, keys), end="")
+    print(_table(rows, keys, percent=True), end="")
     return 0
 
 

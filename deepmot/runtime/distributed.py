@@ -1,9 +1,12 @@
-"""Data-parallel helpers for ``torchrun``: process-group setup, parameter broadcast and the
-gradient all-reduce used by the DeepMOT loop.
+"""Data-parallel helpers for ``torchrun`` and SLURM: process-group setup, parameter broadcast and
+the gradient all-reduce used by the DeepMOT loop.
 
 Under ``torchrun --nproc_per_node=N`` the environment holds ``RANK``, ``WORLD_SIZE`` and
-``LOCAL_RANK``; :func:`init_distributed` joins the group (NCCL when each rank has a GPU, gloo
-otherwise). Without those variables everything is a single-process no-op.
+``LOCAL_RANK``; under ``srun`` (no torchrun) SLURM's ``SLURM_PROCID``, ``SLURM_NTASKS``,
+``SLURM_LOCALID`` and ``SLURM_NODELIST`` stand in for them (the first node of the list is the
+rendezvous host, ``MASTER_PORT`` defaults to 29500). :func:`init_distributed` joins the group
+(NCCL when each rank has a GPU, gloo otherwise). Without those variables everything is a
+single-process no-op.
 
 The DeepMOT loop does not wrap the model in ``DistributedDataParallel``: the tracker calls the
 model's ``template``/``track`` methods rather than ``forward`` (DDP only hooks ``forward``), and
@@ -16,6 +19,7 @@ rank applies the same optimiser step.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from typing import Iterable
 
@@ -23,7 +27,9 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-__all__ = ["DistInfo", "init_distributed", "cleanup_distributed", "broadcast_parameters",
+from deepmot.runtime.device import resolve_device
+
+__all__ = ["DistInfo", "dist_env", "init_distributed", "any_rank", "cleanup_distributed", "broadcast_parameters",
            "all_reduce_gradients", "all_reduce_sum", "barrier", "broadcast_object"]
 
 
@@ -47,25 +53,47 @@ class DistInfo:
         return self.world > 1
 
 
-def init_distributed(device: str = "auto") -> DistInfo:
-    """Join the ``torchrun`` process group if the environment describes one.
+def _first_node(nodelist: str) -> str:
+    """The first host of a SLURM node list: ``"gpu[03-05,9],cpu1"`` -> ``"gpu03"``."""
+    m = re.match(r"([^,\[]+)(?:\[([^\]]+)\])?", nodelist.strip())
+    if m is None:
+        raise ValueError(f"SLURM node list not understood: {nodelist!r}")
+    prefix, ranges = m.group(1), m.group(2)
+    return prefix if ranges is None else prefix + ranges.split(",")[0].split("-")[0]
 
-    ``device``: ``"auto"`` (CUDA device ``LOCAL_RANK`` when CUDA is available, else CPU),
-    ``"cpu"`` or ``"cuda"``. Backend: NCCL on CUDA, gloo on CPU.
+
+def dist_env() -> tuple[int, int, int]:
+    """``(rank, world_size, local_rank)`` of this process from the environment.
+
+    torchrun's ``RANK`` / ``WORLD_SIZE`` / ``LOCAL_RANK`` first; else SLURM's ``SLURM_PROCID`` /
+    ``SLURM_NTASKS`` / ``SLURM_LOCALID`` (a job step started by ``srun``), in which case the
+    torchrun variables (and ``MASTER_ADDR`` from ``SLURM_NODELIST``, ``MASTER_PORT`` 29500 unless
+    set) are exported so that ``torch.distributed``'s ``env://`` set-up and
+    :func:`~deepmot.progress.is_main_process` see the same job; else ``(0, 1, 0)``.
     """
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    if device not in ("auto", "cpu", "cuda"):
-        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
-    use_cuda = torch.cuda.is_available() if device == "auto" else device == "cuda"
-    if use_cuda and not torch.cuda.is_available():
-        raise ValueError("device='cuda' requested but CUDA is not available")
-    dev = torch.device("cuda", local % max(torch.cuda.device_count(), 1)) if use_cuda else torch.device("cpu")
-    if use_cuda:
+    env = os.environ
+    if "RANK" not in env and "SLURM_PROCID" in env and "SLURM_NTASKS" in env:
+        env["RANK"] = env["SLURM_PROCID"]
+        env["WORLD_SIZE"] = env["SLURM_NTASKS"]
+        env["LOCAL_RANK"] = env.get("SLURM_LOCALID", "0")
+        nodes = env.get("SLURM_STEP_NODELIST") or env.get("SLURM_NODELIST") or env.get("SLURM_JOB_NODELIST")
+        env.setdefault("MASTER_ADDR", _first_node(nodes) if nodes else "127.0.0.1")
+        env.setdefault("MASTER_PORT", "29500")
+    return int(env.get("RANK", "0")), int(env.get("WORLD_SIZE", "1")), int(env.get("LOCAL_RANK", "0"))
+
+
+def init_distributed(device: str = "auto") -> DistInfo:
+    """Join the ``torchrun`` / SLURM process group if the environment describes one.
+
+    ``device``: see :func:`~deepmot.runtime.device.resolve_device` (``"auto"``: CUDA device
+    ``LOCAL_RANK`` when CUDA is available, else CPU). Backend: NCCL on CUDA, gloo on CPU.
+    """
+    rank, world, local = dist_env()
+    dev = resolve_device(device, local)
+    if dev.type == "cuda":
         torch.cuda.set_device(dev)
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+        dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
     return DistInfo(rank, world, local, dev)
 
 
@@ -110,6 +138,13 @@ def all_reduce_sum(values: list[float], device: torch.device | str = "cpu") -> l
     t = torch.tensor(values, dtype=torch.float64, device=device)
     dist.all_reduce(t)
     return t.tolist()
+
+
+def any_rank(flag: bool, device: torch.device | str = "cpu") -> bool:
+    """True when ``flag`` is True on any rank (``flag`` itself when not distributed)."""
+    if not _active():
+        return flag
+    return all_reduce_sum([float(flag)], device)[0] > 0
 
 
 def all_reduce_gradients(params: Iterable[nn.Parameter]) -> None:

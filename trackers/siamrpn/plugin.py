@@ -1,0 +1,36 @@
+"""The ``"siamrpn"`` entry of the tracker registry (:func:`trackers.get_tracker`); the heavy
+modules are imported on first use."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from deepmot.engine.protocol import SequenceFactory, TrackerPlugin, TrainContext
+
+
+def _inference(cfg: Any, checkpoint: str | None) -> SequenceFactory:
+    from trackers.siamrpn.mot import build_inference
+
+    return build_inference(cfg, checkpoint)
+
+
+def _trainable(cfg: Any, ctx: TrainContext) -> Any:
+    from trackers.siamrpn.trainable import build_trainable
+
+    return build_trainable(cfg, ctx)
+
+
+def _check_trainable(cfg: Any) -> None:
+    from trackers.siamrpn.preflight import check_trainable
+
+    check_trainable(cfg)
+
+
+def _model(cfg: Any) -> Any:
+    from trackers.siamrpn import build_siamrpn_tracker
+
+    return build_siamrpn_tracker(cfg)
+
+
+PLUGIN = TrackerPlugin("siamrpn", build_inference=_inference, build_trainable=_trainable, build_model=_model,
+                       check_trainable=_check_trainable)
