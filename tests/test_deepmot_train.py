@@ -273,7 +273,8 @@ def test_single_object_sequence_and_eval_bookkeeping(world):
     def fake_eval(model, step):
         return {"MOTA": next(values), "IDF1": 0.5, "errors": {}}
 
-    cfg = _cfg(world, data="single", eval_every=2, eval_before=True, eval_after=True, name="single")
+    cfg = _cfg(world, data="single", eval_every=2, eval_before=True, eval_after=True, name="single",
+               shipped_baseline=False)
     res = _run(cfg, evaluate_fn=fake_eval)
     run_dir = Path(res["run_dir"])
     assert res["before"]["MOTA"] == 0.1

@@ -153,7 +153,7 @@ def test_toy_tracker_trains_through_the_protocol_and_evaluates(data, tmp_path, m
         "tracker=toy", f"data={data}", f"runs_root={tmp_path}", "name=toy", "threads=1", "epochs=3",
         "seq_len=8", "num_repeats=2", "refresh_every=0", "lr=0.3", "w_mota=0", "w_motp=5", "iou_threshold=0.3",
         "eval_every=0", "eval_before=True", "eval_after=True", "validation.detections=[FRCNN]",
-        "augment.birth_scale_prob=0"])
+        "augment.birth_scale_prob=0", "hand_back=last"])   # the trained offset, not the validation's pick
     res = dt.run(cfg, trackers.get_tracker(cfg.tracker).build_trainable)
     run_dir = Path(res["run_dir"])
     final = torch.load(run_dir / "toy.pth", weights_only=True)["offset"]
@@ -165,6 +165,9 @@ def test_toy_tracker_trains_through_the_protocol_and_evaluates(data, tmp_path, m
     assert list((run_dir / "eval").glob("step*/*.txt"))
     ck = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
     assert ck["finished"] and ck["step"] > 0 and torch.equal(ck["model"]["offset"], final)
+    # the toy has no shipped_state(): the final report has no shipped row, and says why
+    assert res["report"]["rows"][1] == {"label": "shipped", "metrics": None, "why": "the tracker ships no weights"}
+    assert res["report"]["handed_back_step"] == ck["step"]
 
 
 def test_the_plugins_input_checks_run_before_a_run_directory_exists(data, tmp_path):

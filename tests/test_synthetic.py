@@ -24,7 +24,7 @@ from deepmot.datasets.synthetic import (
 from deepmot.matching.linear import gated_linear_assignment
 
 SMALL = SyntheticConfig(seed=3, num_train=2, num_test=1, width=320, height=192, min_frames=50,
-                        max_frames=70, min_objects=6, max_objects=10)
+                        max_frames=70, min_objects=6, max_objects=10, num_val=0)
 TINY = SyntheticConfig(seed=5, num_train=1, num_test=0, width=96, height=64, min_frames=6, max_frames=8,
                        min_objects=2, max_objects=3)
 

@@ -1,8 +1,10 @@
 """Built-in synthetic MOT17: a small, deterministic dataset in the MOT17 layout.
 
-``python -m deepmot.datasets.synthetic --out DIR`` writes ``DIR/train`` and ``DIR/test`` with
-``MOT17-XX-{DPM,FRCNN,SDP}/`` folders (``img1/`` JPEGs, ``seqinfo.ini``, ``gt/gt.txt``,
-``det/det.txt``) and ``DIR/seqmaps/MOT17-{train,test}.txt``. Scenes: person-like figures with
+``python -m deepmot.datasets.synthetic --out DIR`` writes ``DIR/train``, ``DIR/val`` and ``DIR/test``
+with ``MOT17-XX-{DPM,FRCNN,SDP}/`` folders (``img1/`` JPEGs, ``seqinfo.ini``, ``gt/gt.txt``,
+``det/det.txt``) and ``DIR/seqmaps/MOT17-{train,val,test}.txt``. The ``val`` split (numbered
+``MOT17-91``, ``-92``, ...) has its own random stream: training loops choose on it, and the test
+split stays unseen until a final report. Scenes: person-like figures with
 confusable per-identity appearances that enter and leave, change speed and direction, cross and
 occlude each other (visibility from the depth order), over a textured, slowly panning backdrop;
 distractor GT rows (static persons: class 7, reflections: class 12, both flag 0) and three
@@ -44,6 +46,7 @@ MARKER = "synthetic.json"
 _FORMAT_VERSION = 1
 _TRAIN_NUMBERS = (2, 4, 5, 9, 10, 11, 13)
 _TEST_NUMBERS = (1, 3, 6, 7, 8, 12, 14)
+_VAL_FIRST_NUMBER = 91
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,7 @@ class SyntheticConfig:
     seed: int = 0
     num_train: int = 6
     num_test: int = 3
+    num_val: int = 3
     width: int = 640
     height: int = 360
     min_frames: int = 100
@@ -68,7 +72,7 @@ class SyntheticConfig:
 
     def __post_init__(self) -> None:
         checks = [
-            (self.num_train >= 0 and self.num_test >= 0, "num_train/num_test must be >= 0"),
+            (min(self.num_train, self.num_test, self.num_val) >= 0, "num_train/num_test/num_val must be >= 0"),
             (self.width >= 64 and self.height >= 64, "width and height must be >= 64"),
             (1 <= self.min_frames <= self.max_frames, "need 1 <= min_frames <= max_frames"),
             (1 <= self.min_objects <= self.max_objects, "need 1 <= min_objects <= max_objects"),
@@ -86,6 +90,7 @@ _HELP = {
     "seed": "random seed; the whole dataset is a deterministic function of the knobs",
     "num_train": "number of training sequences (each written in the -DPM/-FRCNN/-SDP variants)",
     "num_test": "number of test sequences",
+    "num_val": "number of validation sequences (val/, MOT17-91...; their own random stream, for choices)",
     "width": "image width in pixels",
     "height": "image height in pixels",
     "min_frames": "shortest sequence length in frames (lengths are drawn uniformly)",
@@ -212,16 +217,24 @@ def _link_or_copy(src: Path, dst: Path) -> None:
 
 
 def generate_synthetic(out, config: SyntheticConfig | None = None, log: Callable[[str], None] | None = None) -> list[dict]:
-    """Write the synthetic MOT17 set into ``out`` (``train/``, ``test/``, ``seqmaps/`` and a
-    ``synthetic.json`` marker holding the knobs). Returns one summary dict per sequence."""
+    """Write the synthetic MOT17 set into ``out`` (``train/``, ``val/``, ``test/``, ``seqmaps/``
+    and a ``synthetic.json`` marker holding the knobs). Returns one summary dict per sequence.
+
+    Sequence ``k`` of a split draws from the random stream ``(seed, split_id, k)`` with split ids
+    train 0, test 1, val 2: adding validation sequences changes no train or test sequence."""
     cfg = config or SyntheticConfig()
     out = Path(out)
     summaries = []
-    for split, count, numbers, split_id in (("train", cfg.num_train, _TRAIN_NUMBERS, 0), ("test", cfg.num_test, _TEST_NUMBERS, 1)):
+    val_numbers = tuple(range(_VAL_FIRST_NUMBER, _VAL_FIRST_NUMBER + cfg.num_val))
+    for split, count, numbers, split_id in (("train", cfg.num_train, _TRAIN_NUMBERS, 0),
+                                            ("val", cfg.num_val, val_numbers, 2),
+                                            ("test", cfg.num_test, _TEST_NUMBERS, 1)):
+        if split == "val" and count == 0:
+            continue
         names = []
         for k in range(count):
             number = numbers[k] if k < len(numbers) else 15 + 2 * (k - len(numbers)) + split_id
-            with_gt = split == "train" or cfg.test_gt
+            with_gt = split != "test" or cfg.test_gt
             info = _write_sequence(cfg, out / split, number, [cfg.seed, split_id, k], with_gt)
             info["split"] = split
             summaries.append(info)
@@ -289,7 +302,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m deepmot.datasets.synthetic",
         description="Generate the built-in synthetic MOT17-format dataset (deterministic from --seed).",
     )
-    ap.add_argument("--out", required=True, help="output folder (train/, test/, seqmaps/ are written inside)")
+    ap.add_argument("--out", required=True, help="output folder (train/, val/, test/, seqmaps/ are written inside)")
     defaults = SyntheticConfig()
     for f in fields(SyntheticConfig):
         default = getattr(defaults, f.name)

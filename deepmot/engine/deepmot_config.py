@@ -34,12 +34,13 @@ class ValidationConfig:
     """Validation by multi-object inference with public detections (``trackers.multi``).
 
     ``split``/``frames``: which sequences and frames (MOT17: ``train`` + ``val-half``; the
-    synthetic set: ``test`` + ``full``). ``detections``: MOT17 detector variants to run.
-    ``max_sequences``: cap (None = all). ``mot``: ``a.b=value`` overrides of the inference
-    config (``trackers.multi_config.MOTConfig`` keys).
+    synthetic set: ``val`` + ``full``, never ``test``: choices are made on it). ``detections``:
+    MOT17 detector variants to run. ``max_sequences``: cap (None = all). ``mot``: ``a.b=value``
+    overrides of the tracker's inference config (SiamRPN: ``trackers.multi_config.MOTConfig``
+    keys). The same section describes the ``test`` split of the final report.
     """
 
-    split: str = "test"
+    split: str = "val"
     frames: str = "full"
     detections: list[str] = field(default_factory=lambda: ["FRCNN"])
     max_sequences: PositiveInt | None = None
@@ -115,6 +116,10 @@ class DeepMOTTrainConfig:
     eval_after: bool = True              # evaluate the final tracker
     best_metric: str = "MOTA"
     validation: ValidationConfig = field(default_factory=ValidationConfig)
+    # final report (deepmot.engine.final_report): start / shipped / after on validation, test once
+    hand_back: Literal["best", "last"] = "best"  # "best": the best validated model, step 0 included
+    shipped_baseline: bool = True        # also validate the tracker's shipped weights (if it has any)
+    test: ValidationConfig | None = None  # evaluated once, after training; None: no test row
     checkpoint_every: PositiveInt = 1    # clip batches between checkpoints
 
     def __post_init__(self) -> None:

@@ -43,7 +43,7 @@ from deepmot.datasets import Sequence, discover_sequences
 from deepmot.engine.clips import ClipTracks, clip_generator, cut_clips, epoch_order, expected_steps, shard
 from deepmot.engine.deepmot_config import AugmentConfig, DeepMOTTrainConfig, ValidationConfig
 from deepmot.engine.protocol import StepOutput, TrainableTracker, TrainContext
-from deepmot.evaluation.report import PERCENT_FIELDS, format_metric
+from deepmot.evaluation.report import format_metric
 from deepmot.progress import progress
 from deepmot.runtime.checkpoint import (atomic_write, check_finite_state, resume_training, save_checkpoint,
                                         training_state)
@@ -156,17 +156,13 @@ class DeepMOTTrainer:
         """Multi-object inference with public detections (the tracker's
         :meth:`~deepmot.engine.protocol.TrainableTracker.sequence_factory` over the current
         weights) + official evaluation on the validation sequences
-        (:func:`deepmot.engine.inference.evaluate_tracker`)."""
-        from deepmot.engine.inference import evaluate_tracker
+        (:func:`deepmot.engine.final_report.evaluate_split`); ``step=-1`` validates the shipped
+        weights (put in place of the current ones) for the final report."""
+        from deepmot.engine.final_report import evaluate_split
 
         v = self.cfg.validation
-        seqs = discover_sequences(self.data_root, v.split, detections=v.detections or None)
-        if v.max_sequences is not None:
-            seqs = seqs[:v.max_sequences]
-        out_dir = self.run.dir / "eval" / f"step{step:07d}"
-        frames = None if v.frames == "full" else v.frames
-        return evaluate_tracker(self.tracker.sequence_factory(v.mot), seqs, out_dir, frame_range=frames,
-                                show_progress=True)
+        out_dir = self.run.dir / "eval" / ("shipped" if step < 0 else f"step{step:07d}")
+        return evaluate_split(self.tracker.sequence_factory(v.mot), self.data_root, v, out_dir)
 
     def evaluate(self) -> dict:
         """Validate now (rank 0), log, keep the best checkpoint; returns the metrics."""
@@ -362,8 +358,11 @@ def run(cfg: DeepMOTTrainConfig, build: TrainableBuilder, resume: str | None = N
     ``check_trainable``, run with the engine's own input checks before a run directory exists
     (:mod:`deepmot.engine.preflight`).
 
-    Returns ``{"before", "after", "run_dir"}``. Works single-process, under ``torchrun`` or
-    under SLURM's ``srun``; SIGTERM / SIGUSR1 write a checkpoint between clip batches and exit.
+    Returns ``{"before", "after", "run_dir"}`` (validation metrics at the first and last
+    evaluation) and, on rank 0, ``"report"`` (:func:`deepmot.engine.final_report.choose_and_report`;
+    the tracker's ``weights_name`` holds the handed-back model). Works single-process, under
+    ``torchrun`` or under SLURM's ``srun``; SIGTERM / SIGUSR1 write a checkpoint between clip
+    batches and exit.
     """
     from deepmot.datasets import resolve_data_root
     from deepmot.engine.preflight import check_training_inputs
@@ -394,16 +393,14 @@ def run(cfg: DeepMOTTrainConfig, build: TrainableBuilder, resume: str | None = N
                             len(trainer.frozen), dist_info.world)
         result = trainer.fit()
         if dist_info.main:
+            from deepmot.engine.final_report import choose_and_report
+
+            result["report"] = choose_and_report(trainer, data_root, trainer.evaluate_fn)
             final = run_obj.dir / tracker.weights_name
             check_finite_state(trainer.model.state_dict(), f"{final} not written (did the training diverge?)")
             atomic_write(final, lambda f: torch.save(trainer.model.state_dict(), f))
             plot = plot_curves(run_obj.dir, trainer.history, run_obj.dir / "metrics.csv")
-            b, a = result["before"], result["after"]
-            for key in ("MOTA", "IDF1", "HOTA", "IDSW"):
-                if key in b or key in a:
-                    run_obj.logger.info("%-5s before %8s  after %8s%s", key, format_metric(key, b.get(key)),
-                                        format_metric(key, a.get(key)), " %" if key in PERCENT_FIELDS else "")
-            run_obj.wrote(final, "fine-tuned weights")
+            run_obj.wrote(final, "handed-back weights")
             if plot:
                 run_obj.wrote(plot, "curves")
         run_obj.close()

@@ -88,6 +88,11 @@ class TrainableTracker(Protocol):
     ``module``: the network (its ``state_dict`` is checkpointed and written as ``weights_name``
     in the run directory); ``frozen``: names of parameters kept frozen; ``aux_name``: the log key
     of :meth:`aux_loss`.
+
+    Optional member (absent: the final report has no ``shipped`` row):
+    ``shipped_state() -> (state_dict | None, str)``: the weights the tracker ships for this
+    ``module`` as a state dict and their path, or ``(None, why not)`` when absent or not fitting
+    (:mod:`deepmot.engine.final_report` validates them as the ``shipped`` baseline).
     """
 
     module: nn.Module

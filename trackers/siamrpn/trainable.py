@@ -166,6 +166,22 @@ class SiamRPNTrainable:
 
         return siamrpn_mot_factory(self.module, load_config(MOTConfig, None, mot))
 
+    def shipped_state(self) -> tuple[dict[str, Tensor] | None, str]:
+        """The shipped synthetic weights (:data:`trackers.siamrpn.pretrain.SYNTHETIC_WEIGHTS`) in
+        this model's layout and their path, or ``(None, why not)`` when absent or not fitting."""
+        from trackers.siamrpn.checkpoint import CheckpointMismatchError
+        from trackers.siamrpn.pretrain import SYNTHETIC_WEIGHTS
+
+        path = Path(SYNTHETIC_WEIGHTS)
+        if not path.is_file():
+            return None, f"no shipped weights at {path}"
+        model = build_siamrpn(self.cfg.model, self.cfg.model_overrides)
+        try:
+            load_pysot_checkpoint(model, path)
+        except CheckpointMismatchError:
+            return None, f"the shipped weights {path.name} do not fit model {self.cfg.model!r}"
+        return model.state_dict(), str(path)
+
 
 def starting_model(cfg: Any, ctx: TrainContext) -> nn.Module:
     """The SiamRPN to fine-tune: ``cfg.pretrained`` weights, or SOT pre-training on the training
