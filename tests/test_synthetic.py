@@ -184,6 +184,25 @@ def test_resolve_data_root(tmp_path: Path) -> None:
         resolve_data_root(tmp_path / "nope")
 
 
+def test_resolve_data_root_keeps_a_set_another_process_finished_first(tmp_path: Path, monkeypatch) -> None:
+    """Two first runs at once: the one that finishes second must not delete the set under the
+    other's feet (it used to, and the other failed reading a sequence)."""
+    import deepmot.datasets.synthetic as synthetic
+
+    data = tmp_path / "data"
+    real = synthetic.generate_synthetic
+
+    def race(out, config=None, log=None):       # the other process renames its set in first
+        real(data / "synthetic", config)
+        (data / "synthetic" / "being-read").write_text("x")
+        return real(out, config, log=log)
+
+    monkeypatch.setattr(synthetic, "generate_synthetic", race)
+    root = resolve_data_root(None, log=lambda s: None, data_dir=data, config=TINY)
+    assert root == data / "synthetic" and (root / "being-read").is_file()
+    assert sorted(p.name for p in data.iterdir()) == ["synthetic"]   # no temporary folder left
+
+
 @settings(max_examples=25, deadline=None)
 @given(st.lists(st.tuples(st.integers(0, 30), st.integers(0, 30), st.integers(1, 15), st.integers(1, 15),
                           st.integers(0, 5), st.booleans()), min_size=1, max_size=6))

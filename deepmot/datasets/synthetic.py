@@ -287,6 +287,9 @@ def resolve_data_root(data=None, log: Callable[[str], None] | None = None, data_
     if tmp.exists():
         shutil.rmtree(tmp)
     generate_synthetic(tmp, cfg, log=log)
+    if _marker_matches(target, cfg):  # another process finished the same set meanwhile: it may be
+        shutil.rmtree(tmp)            # reading it already, so keep it
+        return target
     if target.exists():
         if not (target / MARKER).is_file():
             shutil.rmtree(tmp)
