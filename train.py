@@ -1,6 +1,6 @@
 """Command-line entry point for training.
 
-Two modes:
+Three modes:
 
     python train.py --tracker siamrpn [--config CFG] [--data ROOT] [--pretrained PYSOT.pth]
                     [--dhn-weights DHN.pt] [--set key=value ...] [--resume RUN_DIR] [--name NAME]
