@@ -21,9 +21,9 @@ import numpy as np
 import torch
 
 from deepmot.config import ConfigError, config_to_dict, load_config, save_config
-from deepmot.runtime.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from deepmot.runtime.checkpoint import load_checkpoint, resume_training, save_checkpoint, training_state
 from deepmot.progress import progress
-from deepmot.runtime.run import Run, find_latest_checkpoint
+from deepmot.runtime.run import Run
 from deepmot.runtime.seed import seed_everything
 from trackers.detection.data import DataConfig, FrameSet, flip
 from trackers.detection.evaluate import coco_metrics, detect_frames
@@ -175,23 +175,17 @@ def train_detector(cfg: DetectorTrainConfig, resume: str | os.PathLike | None = 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(cfg, s))
     step, best = 0, -1.0
     if resume is not None:
-        path = find_latest_checkpoint(run.dir)
-        if path is None:
-            raise FileNotFoundError(f"--resume: no checkpoint in {run.dir / 'checkpoints'}")
-        ckpt = load_checkpoint(path, map_location=device)
-        model.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
+        ckpt, path = resume_training(run.dir, model, opt, map_location=device, required=True,
+                                     log=run.logger.warning)
         sched.load_state_dict(ckpt["scheduler"])
         step, best = int(ckpt["step"]), float(ckpt["best_ap"])
-        set_rng_state(ckpt["rng"])
         log.info("resumed from %s at step %d", path, step)
         save_config(cfg, run.dir / "config.yaml")
 
     def save(name: str) -> None:
-        save_checkpoint(run.checkpoint_dir / name, {
-            "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-            "step": step, "best_ap": best, "rng": rng_state(), "config": config_to_dict(cfg),
-            "model_config": config_to_dict(cfg.model)})
+        save_checkpoint(run.checkpoint_dir / name, training_state(
+            model, opt, scheduler=sched.state_dict(), step=step, best_ap=best, config=config_to_dict(cfg),
+            model_config=config_to_dict(cfg.model)))
 
     def evaluate_val() -> None:
         nonlocal best
