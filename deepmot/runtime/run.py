@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 from deepmot.config import save_config
-from deepmot.progress import ConsoleHandler, is_main_process, progress
+from deepmot.progress import ConsoleHandler, is_main_process
 
-__all__ = ["Run", "progress", "find_latest_checkpoint", "load_latest_checkpoint", "remove_stale_temp_files",
+__all__ = ["Run", "find_latest_checkpoint", "load_latest_checkpoint", "remove_stale_temp_files",
            "is_main_process"]
 
 #: package loggers whose records an open run writes to its console and log.txt
