@@ -92,7 +92,7 @@ def _assert_same(a: dict, b: dict, atol: float = 0.0) -> None:
 
 
 # --------------------------------------------------------------------------- units
-def _focal_reference(cls, anchors, target, present, pos_iou, neg_iou, gamma=2.0):
+def _focal_reference(cls, anchors, target, present, pos_iou, neg_iou, gamma=2.0, others=None, distractor=0.0):
     """specs/deepmot.md §6.5 written out with the 2-way softmax, one track at a time."""
     from torchvision.ops import box_iou
 
@@ -105,6 +105,10 @@ def _focal_reference(cls, anchors, target, present, pos_iou, neg_iou, gamma=2.0)
         n1, n = y1.sum(), (y1 + y0).sum()
         w0 = 1.0 if n1 == 0 else n1 / n
         w1 = 1.0 - n1 / n
+        if distractor > 0:      # negatives lying on another GT box weigh `distractor`
+            on_other = box_iou(anchors[i].double(), others.double()).max(dim=1).values > pos_iou
+            w0 = torch.where(on_other & (y0 > 0), torch.tensor(distractor, dtype=torch.float64),
+                             torch.as_tensor(w0, dtype=torch.float64))
         p = torch.softmax(cls[i].double(), dim=1).clamp(1e-12, 1 - 1e-12)
         l = -(w1 * y1 * p[:, 0] ** gamma * torch.log(p[:, 1]) + w0 * y0 * p[:, 1] ** gamma * torch.log(p[:, 0]))
         out.append(l.mean())
@@ -127,6 +131,29 @@ def test_anchor_focal_loss_matches_spec_formula(seed):
     assert torch.allclose(ours.double(), ref, rtol=1e-6, atol=1e-9)
     ours.backward()
     assert torch.isfinite(cls.grad).all() and cls.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_anchor_focal_loss_distractor_negatives(seed):
+    """With distractor weights, anchors on another GT object are negatives weighing `distractor`
+    (the formula written out per anchor); they raise the loss when the logits fire on them."""
+    g = torch.Generator().manual_seed(seed)
+    n, k = 3, 60
+    centres = torch.rand(n, k, 2, generator=g) * 100
+    sizes = 10 + torch.rand(n, k, 2, generator=g) * 30
+    anchors = torch.cat([centres - sizes / 2, centres + sizes / 2], dim=2)
+    target = anchors[torch.arange(n), torch.tensor([0, 5, 9])] + torch.randn(n, 4, generator=g)
+    present = torch.tensor([True, True, False])
+    # the frame's GT: the followed objects plus two others sitting on anchors of track 0 and 2
+    others = torch.cat([target[:2], anchors[0, 20:21] + 0.5, anchors[2, 30:31] - 0.5])
+    cls = torch.randn(n, k, 2, generator=g, dtype=torch.float64)
+    cls[0, 20, 1] += 4.0                                          # firing on the distractor
+    ours = anchor_focal_loss(cls, anchors, target, present, 0.6, 0.3, 2.0, others, 1.0)
+    ref = _focal_reference(cls, anchors, target, present, 0.6, 0.3, 2.0, others, 1.0)
+    assert torch.allclose(ours.double(), ref, rtol=1e-6, atol=1e-9)
+    plain = anchor_focal_loss(cls, anchors, target, present, 0.6, 0.3, 2.0, others, 0.0)
+    assert torch.allclose(plain.double(), _focal_reference(cls, anchors, target, present, 0.6, 0.3))
+    assert float(ours) > float(plain)
 
 
 def test_clips_cover_every_frame_once_and_shard_partitions():

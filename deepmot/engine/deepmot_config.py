@@ -98,6 +98,7 @@ class DeepMOTTrainConfig:
     focal_gamma: NonNegative = 2.0
     focal_pos_iou: Fraction = 0.6
     focal_neg_iou: Fraction = 0.3
+    focal_distractor: NonNegative = 0.0  # weight of negatives on other GT objects (0: reference loss)
     # loop
     epochs: PositiveInt = 30
     max_steps: PositiveInt | None = None  # stop after this many optimiser steps

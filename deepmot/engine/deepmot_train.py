@@ -220,7 +220,7 @@ class DeepMOTTrainer:
                 out = c.tracks.step(image, c.gen)
                 h, w = image.shape[:2]
                 res = self.criterion(out.boxes, out.ids, gboxes.to(out.boxes), gids, (w, h), c.memory)
-                focal = self.tracker.aux_loss(out, *c.targets(out))
+                focal = self.tracker.aux_loss(out, *c.targets(out), gboxes.to(out.boxes))
                 loss = self._loss(res, focal)
                 if cfg.log_grad_terms and r == cfg.num_repeats - 1:
                     for k, v in self._grad_terms(out, res, focal).items():

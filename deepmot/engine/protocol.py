@@ -106,10 +106,11 @@ class TrainableTracker(Protocol):
     def new_tracks(self) -> TrainTracks:
         """An empty track set for a new clip."""
 
-    def aux_loss(self, out: StepOutput, target: Tensor, present: Tensor) -> Tensor | None:
+    def aux_loss(self, out: StepOutput, target: Tensor, present: Tensor, gt_boxes: Tensor) -> Tensor | None:
         """The tracker's own loss (0-d) given, per row of ``out``, the box ``target (N, 4)`` of
-        the GT object the track follows and ``present (N,)`` bool whether it is in the frame;
-        None when the tracker has none."""
+        the GT object the track follows and ``present (N,)`` bool whether it is in the frame, and
+        every training GT box of the frame ``gt_boxes (M, 4)`` (0-based pixel xyxy; the other
+        objects, e.g. for distractor negatives); None when the tracker has none."""
 
     def sequence_factory(self, mot: list[str]) -> "SequenceFactory":
         """Inference over the current weights (``mot``: ``key=value`` overrides of the

@@ -45,7 +45,8 @@ def freeze_early_convs(model: nn.Module, count: int) -> list[str]:
 
 
 def anchor_focal_loss(cls_logits: Tensor, anchors_xyxy: Tensor, target_xyxy: Tensor, present: Tensor,
-                      pos_iou: float = 0.6, neg_iou: float = 0.3, gamma: float = 2.0) -> Tensor:
+                      pos_iou: float = 0.6, neg_iou: float = 0.3, gamma: float = 2.0,
+                      others_xyxy: Tensor | None = None, distractor: float = 0.0) -> Tensor:
     """DeepMOT's anchor classification loss (§6.5), averaged over tracks.
 
     ``cls_logits (N, K, 2)`` (background, foreground) logits; ``anchors_xyxy (N, K, 4)`` each
@@ -54,7 +55,13 @@ def anchor_focal_loss(cls_logits: Tensor, anchors_xyxy: Tensor, target_xyxy: Ten
     negative). Anchors with IoU > ``pos_iou`` are positive, < ``neg_iou`` negative, others
     ignored. Class-balanced focal loss on the 2-way softmax (= sigmoid of the logit difference):
     positives weigh ``1 - n_pos/n``, negatives ``n_pos/n`` (1 when there is no positive); mean
-    over the K anchors of a track, then over tracks. Returns a 0-d tensor.
+    over the K anchors of a track, then over tracks.
+
+    Distractor-aware negatives (DaSiamRPN, Zhu et al. ECCV 2018, §3.2, as a loss weight): with
+    ``distractor > 0`` and ``others_xyxy (M, 4)`` the frame's GT boxes, a negative anchor whose
+    IoU with some GT box exceeds ``pos_iou`` (it sits on another object) weighs ``distractor``
+    instead of ``n_pos/n`` (a positive weighs about 1), so firing on a neighbour costs about as
+    much as missing the target. ``distractor = 0`` is the reference loss. Returns a 0-d tensor.
     """
     n, k, _ = cls_logits.shape
     if n == 0:
@@ -69,7 +76,11 @@ def anchor_focal_loss(cls_logits: Tensor, anchors_xyxy: Tensor, target_xyxy: Ten
     n_lab = (pos | neg).sum(dim=1, keepdim=True).clamp(min=1).to(cls_logits.dtype)
     w0 = torch.where(n_pos > 0, n_pos / n_lab, torch.ones_like(n_pos))
     w1 = 1.0 - n_pos / n_lab
-    weight = torch.where(pos, w1, torch.where(neg, w0, torch.zeros_like(w0)))
+    w_neg = w0.expand(n, k)
+    if distractor > 0 and others_xyxy is not None and others_xyxy.numel():
+        on_other = box_iou(flat, others_xyxy.to(flat)).amax(dim=1).reshape(n, k) > pos_iou
+        w_neg = torch.where(on_other & neg, torch.full_like(w_neg, distractor), w_neg)
+    weight = torch.where(pos, w1, torch.where(neg, w_neg, torch.zeros_like(w_neg)))
     logit = cls_logits[..., 1] - cls_logits[..., 0]
     loss = sigmoid_focal_loss(logit, pos.to(logit.dtype), alpha=None, gamma=gamma,
                               weight=weight.to(logit.dtype), reduction="none")
@@ -153,11 +164,14 @@ class SiamRPNTrainable:
         """An empty track set for a new clip."""
         return SiamRPNTrainTracks(self.module, self.cfg.augment, self.cfg.size_smoothing)
 
-    def aux_loss(self, out: StepOutput, target: Tensor, present: Tensor) -> Tensor:
-        """:func:`anchor_focal_loss` of the step's anchor logits against the followed GT boxes."""
+    def aux_loss(self, out: StepOutput, target: Tensor, present: Tensor, gt_boxes: Tensor) -> Tensor:
+        """:func:`anchor_focal_loss` of the step's anchor logits against the followed GT boxes
+        (``gt_boxes (M, 4)``: the frame's GT, for ``focal_distractor`` negatives)."""
         s, c = out.state, self.cfg
-        return anchor_focal_loss(s.cls_logits, s.anchors_xyxy.to(s.cls_logits.device), target.to(s.cls_logits),
-                                 present.to(s.cls_logits.device), c.focal_pos_iou, c.focal_neg_iou, c.focal_gamma)
+        dev = s.cls_logits.device
+        return anchor_focal_loss(s.cls_logits, s.anchors_xyxy.to(dev), target.to(s.cls_logits), present.to(dev),
+                                 c.focal_pos_iou, c.focal_neg_iou, c.focal_gamma,
+                                 gt_boxes.to(s.cls_logits), c.focal_distractor)
 
     def sequence_factory(self, mot: list[str]) -> SequenceFactory:
         """Multi-object inference over the current network (``mot``: ``MOTConfig`` overrides)."""
