@@ -1,13 +1,19 @@
-"""Shared test fixtures. Reference data comes from ``tests/fixtures`` (in the repository); only the
-PySOT reference run lives in ``../shared`` alone, and the tests needing it skip cleanly without it."""
+"""Shared test fixtures. Reference data comes from ``tests/fixtures`` (in the repository), PySOT's
+tracking run included (trimmed: its network outputs, crops and the frame pixels they read); only
+the PySOT test weights (25 MB) live in ``../shared`` alone, and the tests that run the network
+on them skip cleanly without it."""
 
 from __future__ import annotations
 
 import gzip
+import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
+from torch import nn
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -40,9 +46,10 @@ def _materialise(src: Path, dst: Path) -> None:
 @pytest.fixture(scope="session")
 def fixtures_dir(tmp_path_factory) -> Path:
     """The reference fixtures: ``tests/fixtures`` of the repository first (MOT17-09 annotations and
-    Lif_T results, matcher/loss references, PySOT key layouts), unpacked into a temporary folder;
-    the PySOT reference run (36 MB, not in the repository) is linked from ``../shared/fixtures``
-    when present (see :func:`pysot_dir`)."""
+    Lif_T results, matcher/loss references, PySOT key layouts, PySOT's tracking run without its
+    weights), unpacked into a temporary folder; the full PySOT reference run with its weights
+    (36 MB, not in the repository) is linked from ``../shared/fixtures`` when present (see
+    :func:`pysot_dir`)."""
     root = tmp_path_factory.mktemp("fixtures")
     _materialise(IN_REPO, root)
     if (SHARED / "fixtures" / "pysot").is_dir():
@@ -52,11 +59,108 @@ def fixtures_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def pysot_dir(fixtures_dir: Path) -> Path:
-    """``fixtures/pysot``: PySOT's own outputs on deterministic test weights (25 MB of weights, kept
-    out of the repository); skips the test when ``../shared/fixtures/pysot`` is absent."""
+    """``fixtures/pysot``: the full PySOT reference run with its deterministic test weights
+    (``state_dict.pth``, 25 MB, kept out of the repository), for the tests that run the network;
+    skips the test when ``../shared/fixtures/pysot`` is absent. Tests of the tracking procedure
+    use :func:`pysot_run` (in the repository) instead."""
     if not (fixtures_dir / "pysot").is_dir():
-        pytest.skip("the PySOT reference run (../shared/fixtures/pysot, 36 MB) is not in the repository")
+        pytest.skip("needs the PySOT test weights (siamrpn_alex_dwxcorr/state_dict.pth, 25 MB, not in the "
+                    "repository; only in ../shared/fixtures/pysot)")
     return fixtures_dir / "pysot"
+
+
+class PySOTRun:
+    """PySOT's ``SiamRPNTracker`` run on ``siamrpn_alex_dwxcorr`` without the network weights
+    (``tests/fixtures/pysot_run``, trimmed from ``../shared/fixtures/pysot`` by its ``trim.py``).
+
+    ``ref``: ``tracker.json`` (per frame ``bbox``, ``best_score``, ``center_pos``, ``size``; frame 0
+    the init state and ``channel_average``); ``init_box`` (4,) x, y, w, h; ``anchors`` (K, 4) float32
+    and ``window`` (K,) float64 tensors; ``cls[t - 1]``, ``loc[t - 1]`` PySOT's network outputs on
+    frame ``t`` (``(1, 2A, S, S)``, ``(1, 4A, S, S)`` float32 tensors); ``crops[i]`` ``(1, 3, X, X)``
+    float32 and ``crop_args[i]`` (``pos``, ``model_sz``, ``original_sz``, ``avg_chans``) of PySOT's
+    ``get_subwindow`` calls (the template crop on frame 0, then one search crop per frame);
+    ``frames[i]`` the top-left rectangle of frame ``i`` holding every pixel those crops read;
+    ``frame_shape`` (H, W, 3) of the full frames.
+    """
+
+    def __init__(self, d: Path):
+        self.ref = json.loads((d / "tracker.json").read_text())
+        self.init_box = np.asarray(self.ref["init_box"], dtype=np.float64)
+        with np.load(d / "tracker_io.npz") as z:
+            a = {k: z[k] for k in z.files}
+        n = len(a["crop_pos"])
+        self.anchors = torch.from_numpy(a["anchors"])
+        self.window = torch.from_numpy(a["window"])
+        self.cls = [torch.from_numpy(c[None]) for c in a["cls"]]
+        self.loc = [torch.from_numpy(c[None]) for c in a["loc"]]
+        self.crops = [torch.from_numpy(a[f"crop{i}"][None].astype(np.float32)) for i in range(n)]
+        self.crop_args = [{"pos": a["crop_pos"][i].tolist(), "model_sz": int(a["crop_model_sz"][i]),
+                           "original_sz": int(a["crop_original_sz"][i]), "avg_chans": a["crop_avg_chans"][i].tolist()}
+                          for i in range(n)]
+        self.frames = [a[f"frame{i}"] for i in range(n)]
+        self.frame_shape = tuple(int(v) for v in a["frame_shape"])
+
+    def full_frame(self, i: int) -> np.ndarray:
+        """Frame ``i`` at full size: PySOT's pixels wherever its crops read, elsewhere a filler; on
+        frame 0 (where ``init`` takes the padding colour) the filler makes every channel's pixel sum,
+        hence ``img.mean(axis=(0, 1))``, equal to PySOT's ``channel_average`` exactly."""
+        h, w = self.frames[i].shape[:2]
+        img = np.zeros(self.frame_shape, np.uint8)
+        img[:h, :w] = self.frames[i]
+        if i == 0:
+            rest = np.ones(self.frame_shape[:2], bool)
+            rest[:h, :w] = False
+            m = int(rest.sum())
+            for c, avg in enumerate(self.ref["frames"][0]["channel_average"]):
+                total = avg * self.frame_shape[0] * self.frame_shape[1]
+                assert abs(total - round(total)) < 1e-3, "channel_average is not a pixel sum / pixel count"
+                base, extra = divmod(round(total) - int(self.frames[i][..., c].sum(dtype=np.int64)), m)
+                assert 0 <= base < 255
+                fill = np.full(m, base, np.uint8)
+                fill[:extra] += 1
+                img[..., c][rest] = fill
+        return img
+
+    def network(self):
+        """A stand-in for PySOT's network on this run: ``template``/``track`` map each of PySOT's input
+        crops to PySOT's outputs on it, and fail (``AssertionError``) on any other input, so a tracker
+        run on :meth:`full_frame` frames also checks that its crops are PySOT's."""
+        return PySOTOutputs(self)
+
+
+def _find_crop(x: torch.Tensor, crops: list[torch.Tensor], what: str) -> int:
+    """Index of the crop in ``crops`` equal to ``x`` (to 1e-6); AssertionError naming the closest."""
+    diffs = [float((x - c[0]).abs().max()) if c.shape[1:] == x.shape else float("inf") for c in crops]
+    best = int(np.argmin(diffs))
+    assert diffs[best] <= 1e-6, f"{what} equals none of PySOT's crops (closest: crop {best}, max diff {diffs[best]})"
+    return best
+
+
+class PySOTOutputs(nn.Module):
+    """PySOT's recorded network on :class:`PySOTRun`: its outputs for its own input crops, nothing else."""
+
+    def __init__(self, run: PySOTRun):
+        super().__init__()
+        self.device_anchor = nn.Parameter(torch.zeros(()))   # the tracker reads the device from here
+        self.run = run
+
+    def template(self, z: torch.Tensor) -> torch.Tensor:
+        """Template "features": the template crops themselves, once checked to be PySOT's."""
+        for row in z:
+            _find_crop(row, self.run.crops[:1], "template crop")
+        return z.clone()
+
+    def track(self, zf: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """PySOT's ``cls``, ``loc`` on each search crop of ``x`` (one row per target)."""
+        ts = [_find_crop(row, self.run.crops[1:], "search crop") for row in x]
+        return torch.cat([self.run.cls[t] for t in ts]), torch.cat([self.run.loc[t] for t in ts])
+
+
+@pytest.fixture(scope="session")
+def pysot_run(fixtures_dir: Path) -> PySOTRun:
+    """PySOT's tracking run on ``siamrpn_alex_dwxcorr`` without the weights (in the repository):
+    network outputs, crops, anchors, window and states, see :class:`PySOTRun`."""
+    return PySOTRun(fixtures_dir / "pysot_run" / "siamrpn_alex_dwxcorr")
 
 
 @pytest.fixture(scope="session")

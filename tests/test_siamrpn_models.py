@@ -170,8 +170,15 @@ def test_dasiamrpn_outputs_match_its_forward():
 
 
 # ----------------------------------------------------------------------------- wrong weights
-def test_wrong_architecture_raises_readable_report(pysot_alex):
-    sd, _ = pysot_alex
+@pytest.fixture(scope="module")
+def alex_layout_state(pysot_keys_dir):
+    """A state dict with PySOT's siamrpn_alex_dwxcorr keys and shapes (values made up: these tests
+    are about the layout, not the weights)."""
+    return fake_state(read_keys(pysot_keys_dir, "siamrpn_alex_dwxcorr"), torch.Generator().manual_seed(2))
+
+
+def test_wrong_architecture_raises_readable_report(alex_layout_state):
+    sd = alex_layout_state
     with pytest.raises(CheckpointMismatchError) as e:
         load_pysot_checkpoint(build_siamrpn("dasiamrpn_vot"), sd)
     msg = str(e.value)
@@ -284,9 +291,10 @@ def test_configs_and_errors():
         model.template(torch.zeros(3, 127, 127))
 
 
-def test_registry_builds_siamrpn_with_weights(pysot_dir, pysot_alex):
-    sd, _ = pysot_alex
-    path = pysot_dir / "siamrpn_alex_dwxcorr" / "state_dict.pth"
+def test_registry_builds_siamrpn_with_weights(alex_layout_state, tmp_path):
+    sd = alex_layout_state
+    path = tmp_path / "siamrpn_alex_dwxcorr.pth"
+    torch.save(sd, path)
     model = trackers.build_tracker("siamrpn", {"model": "siamrpn_alex_dwxcorr", "checkpoint": path})
     assert not model.training
     assert torch.equal(model.rpn_head.loc.head[3].weight, sd["rpn_head.loc.head.3.weight"])

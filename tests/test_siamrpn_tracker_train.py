@@ -17,6 +17,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 SMALL = TrackParams(instance_size=143, base_size=0)   # S = 3, K = 45 anchors
+ALEX = TrackParams(instance_size=287, base_size=0, penalty_k=0.16, window_influence=0.40, lr=0.30)
 
 
 def _small_case(seed: int):
@@ -68,6 +69,7 @@ def test_selected_box_is_inference_pre_smoothing_box():
 
 @pytest.fixture(scope="module")
 def fx(pysot_dir):
+    """Our network on PySOT's test weights and PySOT's full frames (../shared only)."""
     from trackers.siamrpn import build_siamrpn
     from trackers.siamrpn.checkpoint import load_pysot_checkpoint
     d = pysot_dir / "siamrpn_alex_dwxcorr"
@@ -77,18 +79,17 @@ def fx(pysot_dir):
     return model, frames["frames"], frames["init_box"], json.loads((d / "tracker.json").read_text())
 
 
-def test_train_step_matches_pysot_run_and_does_not_mutate(fx):
-    model, frames, init_box, ref = fx
-    model.train()                     # train_step must still use BN running statistics
-    bn = model.backbone.features[1]
-    stats = bn.running_mean.clone()
-    tracker = BatchedSiamRPNTracker(model)
-    tracker.add(frames[0], init_box[None])
-    model.train()
+def test_train_step_matches_pysot_run_and_does_not_mutate(pysot_run):
+    """train_step on PySOT's recorded network outputs (the stand-in checks the crops are PySOT's):
+    PySOT's scores and boxes, the state untouched until commit, repeatable."""
+    tracker = BatchedSiamRPNTracker(pysot_run.network(), ALEX)
+    tracker.add(pysot_run.full_frame(0), pysot_run.init_box[None])
+    ref = pysot_run.ref
     for t in range(1, 5):
+        frame = pysot_run.full_frame(t)
         before = (tracker.state.center.clone(), tracker.state.size.clone())
-        out = train_step(tracker, frames[t], size_smoothing=True)
-        again = train_step(tracker, frames[t], size_smoothing=True)
+        out = train_step(tracker, frame, size_smoothing=True)
+        again = train_step(tracker, frame, size_smoothing=True)
         torch.testing.assert_close(tracker.state.center, before[0])      # not mutated
         torch.testing.assert_close(tracker.state.size, before[1])
         torch.testing.assert_close(out.boxes, again.boxes)               # repeatable
@@ -104,15 +105,18 @@ def test_train_step_matches_pysot_run_and_does_not_mutate(fx):
         # the best anchor's softmax is the reported score; its projection holds the search-crop geometry
         p = torch.softmax(out.cls_logits[0, out.best[0]].detach(), 0)[1]
         assert abs(float(p) - fr["best_score"]) <= 1e-5
-    torch.testing.assert_close(bn.running_mean, stats)
 
 
 def test_gradients_reach_model_and_repeat_from_same_state(fx):
     model, frames, init_box, _ = fx
     tracker = BatchedSiamRPNTracker(model)
     tracker.add(frames[0], np.stack([init_box, init_box + [200, 150, 10, 0]]))
+    bn = model.backbone.features[1]
+    stats = bn.running_mean.clone()
+    model.train()                     # train_step must still use BN running statistics
     model.zero_grad()
     out = train_step(tracker, frames[1])
+    torch.testing.assert_close(bn.running_mean, stats)
     assert out.boxes.requires_grad and out.cls_logits.requires_grad and out.ids == [0, 1]
     (out.boxes.sum() + out.cls_logits[..., 1].mean()).backward()
     for name in ("backbone.features.0.weight", "rpn_head.loc.head.3.weight", "rpn_head.cls.conv_kernel.0.weight"):
