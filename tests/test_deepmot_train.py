@@ -185,6 +185,18 @@ def test_frozen_convs_stay_fixed_and_others_train(world):
     assert all(torch.isfinite(v).all() for v in after.values())
 
 
+def test_train_params_trains_only_matching_parameters(world):
+    """``train_params`` (a regex) leaves every other parameter and buffer as it was: with the
+    loc branch alone, the classification branch (hence every score) is untouched."""
+    res = _run(_cfg(world, max_steps=3, name="loconly", train_params=r"^rpn_head\.loc\.", w_focal=0.0))
+    before = torch.load(world["root"] / "init.pth", weights_only=True)
+    after = _weights(res["run_dir"])
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(k.startswith("rpn_head.loc.") for k in changed), sorted(changed)
+    with pytest.raises(ValueError, match="not a regular expression"):
+        _cfg(world, train_params="(")
+
+
 def _trainer(world, data="multi", **extra):
     cfg = _cfg(world, data, **extra)
     run = Run.create("unit", cfg, root=world["root"] / "runs")

@@ -102,10 +102,17 @@ class ClipTracks:
     ``gen``: the clip's augmentation RNG (handed to the tracker). Holds the criterion's
     :class:`IdentityMemory` and ``gt_of`` (track id -> GT id it follows, for the tracker's
     auxiliary loss). ``pos``: 0-based position of the current frame in the clip.
+
+    ``coast``: a track that matches no GT lives on for up to this many consecutive frames (as an
+    inference tracker keeps writing a lost track for a few frames), still following its GT object
+    for the auxiliary loss, and its object gets no second track meanwhile; 0 ends it at once (the
+    reference loop).
     """
 
-    def __init__(self, clip: Clip, seq: Any, tracks: TrainTracks, gen: torch.Generator):
+    def __init__(self, clip: Clip, seq: Any, tracks: TrainTracks, gen: torch.Generator, coast: int = 0):
         self.clip, self.seq, self.tracks, self.gen = clip, seq, tracks, gen
+        self.coast = coast
+        self.misses: dict[int, int] = {}        # track id -> consecutive frames without a match
         self.memory = IdentityMemory()
         self.gt_of: dict[int, int] = {}
         self.pos = 0
@@ -129,6 +136,7 @@ class ClipTracks:
         if len(self.tracks):
             self.tracks.remove(self.tracks.ids)
         self.gt_of.clear()
+        self.misses.clear()
 
     def births(self, image: np.ndarray, gids: Tensor, gboxes: Tensor) -> list[int]:
         """Start one track per GT object ``gids (K,)`` at ``gboxes (K, 4)`` (0-based xyxy); the
@@ -152,7 +160,8 @@ class ClipTracks:
     def after_frame(self, refresh: bool) -> None:
         """After the last repeat on this frame: move the tracks on to that repeat's output, take
         the criterion's new memory, restart matched tracks from their matched GT when ``refresh``,
-        end unmatched tracks, start tracks for unmatched GT."""
+        end unmatched tracks (after ``coast`` missed frames), start tracks for unmatched GT that
+        no coasting track follows."""
         out, res = self.result
         image, gids, gboxes = self.frame_data
         self.tracks.advance(out)
@@ -164,10 +173,15 @@ class ClipTracks:
             refreshed = [ids[int(r)] for r in rows]
             self.tracks.reinit(image, refreshed, gboxes[cols], self.gen)
             self.gt_of.update(zip(refreshed, gids[cols].tolist()))
-        dead = [ids[i] for i in range(len(ids)) if not bool(tp[i].any())]
+        matched = tp.any(dim=1).tolist()
+        for t, m in zip(ids, matched):
+            self.misses[t] = 0 if m else self.misses.get(t, 0) + 1
+        dead = [t for t in ids if self.misses[t] > self.coast]
         if dead:
             self.tracks.remove(dead)
             for t in dead:
                 self.gt_of.pop(t, None)
-        unmatched = ~tp.any(dim=0)
+                self.misses.pop(t, None)
+        followed = {self.gt_of[t] for t in ids if self.misses.get(t, 0) > 0 and t in self.gt_of}
+        unmatched = ~tp.any(dim=0) & torch.tensor([g not in followed for g in gids.tolist()], dtype=torch.bool)
         self.births(image, gids[unmatched], gboxes[unmatched])

@@ -6,6 +6,8 @@ with its validation and augmentation sections. Every field can be set from YAML 
 
 from __future__ import annotations
 
+import re
+
 from dataclasses import dataclass, field
 from typing import Annotated, Literal
 
@@ -80,6 +82,7 @@ class DeepMOTTrainConfig:
     pretrain: list[str] = field(default_factory=list)   # PretrainConfig overrides (steps=..., ...)
     size_smoothing: bool = False         # v1's lr-smoothed box as the differentiable output
     frozen_convs: NonNegativeInt = 3     # first backbone convolutions kept frozen
+    train_params: str | None = None      # regex: train only the parameters whose name matches
     # criterion
     dhn: str | None = None               # DHN weights; None: the shipped DeepHungarianNet.pretrained()
     iou_threshold: NonNegative = 0.5     # IoU gate of the criterion (> 1 forbids every pair)
@@ -105,6 +108,7 @@ class DeepMOTTrainConfig:
     seq_len: Annotated[int, Range(ge=2)] = 100
     num_repeats: PositiveInt = 3
     refresh_every: NonNegativeInt = 10
+    train_coast: NonNegativeInt = 0      # frames an unmatched training track lives on (0: ends at once)
     clips_per_step: PositiveInt = 1      # clips trained side by side (global, over all ranks)
     lr: Positive = 1e-4
     grad_clip: Positive | None = None
@@ -127,6 +131,11 @@ class DeepMOTTrainConfig:
         weights = {"w_mota": self.w_mota, "w_motp": self.w_motp, "w_focal": self.w_focal}
         if not any(w > 0 for w in weights.values()):
             raise ValueError(f"loss weights {weights}: at least one must be > 0 (else nothing trains)")
+        if self.train_params is not None:
+            try:
+                re.compile(self.train_params)
+            except re.error as e:
+                raise ValueError(f"train_params={self.train_params!r} is not a regular expression: {e}") from None
         if self.focal_neg_iou > self.focal_pos_iou:
             raise ValueError(f"focal_neg_iou={self.focal_neg_iou} must not exceed "
                              f"focal_pos_iou={self.focal_pos_iou}")

@@ -195,7 +195,8 @@ class DeepMOTTrainer:
         positions = list(range(batch * b, min((batch + 1) * b, len(order))))
         mine = shard(positions, self.dist.rank, self.dist.world)
         return [ClipTracks(self.clips[order[p]], self.sequences[self.clips[order[p]].seq],
-                           self.tracker.new_tracks(), clip_generator(self.cfg.seed, self.epoch, p))
+                           self.tracker.new_tracks(), clip_generator(self.cfg.seed, self.epoch, p),
+                           self.cfg.train_coast)
                 for p in mine]
 
     def _frame_step(self, clips: list[ClipTracks]) -> dict:

@@ -2,7 +2,8 @@
 
 :func:`build_trainable` makes the network to fine-tune: ``cfg.pretrained`` weights, or SOT
 pre-training on the training data first (once per run directory; rank 0 trains, the others wait
-and load). The first ``frozen_convs`` backbone convolutions stay frozen. Each training step is
+and load). The first ``frozen_convs`` backbone convolutions stay frozen, and with ``train_params``
+(a regular expression) only the parameters whose name matches train. Each training step is
 the differentiable batched SiamRPN step (:mod:`trackers.siamrpn.train_step`) on augmented search
 crops; new and refreshed templates get box-scale and photometric augmentation
 (:mod:`trackers.siamrpn.augment`); the auxiliary loss is DeepMOT's anchor focal loss
@@ -11,6 +12,7 @@ crops; new and refreshed templates get box-scale and photometric augmentation
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -155,6 +157,15 @@ class SiamRPNTrainable:
     def __init__(self, model: nn.Module, cfg: Any):
         self.module, self.cfg = model, cfg
         self.frozen = freeze_early_convs(model, cfg.frozen_convs)
+        if cfg.train_params:                 # only the parameters whose name matches train
+            pattern = re.compile(cfg.train_params)
+            for name, p in model.named_parameters():
+                if p.requires_grad and not pattern.search(name):
+                    p.requires_grad_(False)
+                    self.frozen.append(name)
+            if not self.trainable_parameters():
+                raise ValueError(f"train_params={cfg.train_params!r} matches no trainable parameter of "
+                                 f"{cfg.model!r}")
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         """Every parameter outside the frozen convolutions."""
