@@ -70,6 +70,25 @@ class TracktorNet(nn.Module):
         rep = self.rep_dim()
         self.reid_head = nn.Linear(rep, reid_dim) if reid_dim else None
 
+    def get_extra_state(self) -> dict:
+        """What rebuilds this net from its state dict alone (plain types, under ``_extra_state``):
+        the detector's ``model_config`` and ``reid_dim``."""
+        from deepmot.config import config_to_dict
+
+        cfg = getattr(self.detector, "cfg", None)
+        return {"model_config": config_to_dict(cfg) if cfg is not None else None,
+                "reid_dim": self.reid_head.out_features if self.reid_head is not None else None}
+
+    def set_extra_state(self, state: dict) -> None:  # noqa: D102 (the architecture is fixed at build time)
+        pass
+
+    def train(self, mode: bool = True) -> "TracktorNet":
+        """Train mode for the appearance head only: the detector (BatchNorm, its RoI heads' training
+        path, the transform) always runs as at inference."""
+        super().train(mode)
+        self.detector.eval()
+        return self
+
     def rep_dim(self) -> int:
         """Width of the box head's representation (1024 for torchvision's R50-FPN)."""
         return int(self.detector.roi_heads.box_predictor.cls_score.in_features)
@@ -136,11 +155,13 @@ class TracktorNet(nn.Module):
 
 def load_tracktor_net(path: str | Path, device: str | torch.device = "cpu") -> TracktorNet:
     """A :class:`TracktorNet` in eval mode from ``path``: a detector checkpoint of
-    ``train.py --detector`` (or its exported weights, e.g. the shipped detector), a Tracktor
-    checkpoint (``{"model": TracktorNet state, "model_config", "reid_dim"}``) or a bare torchvision
+    ``train.py --detector`` (or its exported weights, e.g. the shipped detector), a Tracktor state
+    dict (``train.py --tracker tracktor``'s ``tracktor_deepmot.pth``, bare or as a checkpoint's
+    ``"model"``; it carries its architecture in ``_extra_state``) or a bare torchvision
     ``fasterrcnn_resnet50_fpn`` state dict (2 classes; loaded strictly into the ``resnet50_fpn``
     layout). Raises ``DataFormatError`` naming the file when it is none of these."""
     from deepmot.config import config_from_dict
+    from deepmot.errors import DataFormatError
     from deepmot.runtime.checkpoint import torch_load
     from trackers.detection.model import ModelConfig, build_detector, load_detector_weights
 
@@ -148,15 +169,18 @@ def load_tracktor_net(path: str | Path, device: str | torch.device = "cpu") -> T
     if not path.is_file():
         raise FileNotFoundError(f"weights not found: {path}")
     obj = torch_load(path, "cpu", "not a readable weights file")
-    if isinstance(obj, dict) and "model_config" in obj and isinstance(obj.get("model"), dict):
-        det = build_detector(config_from_dict(ModelConfig, obj["model_config"]))
-        state = obj["model"]
-        if any(k.startswith("detector.") for k in state):   # a Tracktor checkpoint
-            net = TracktorNet(det, obj.get("reid_dim"))
+    state = obj.get("model", obj) if isinstance(obj, dict) else None
+    extra = state.get("_extra_state") if isinstance(state, dict) else None
+    if isinstance(extra, dict) and extra.get("model_config"):   # a TracktorNet state dict
+        net = TracktorNet(build_detector(config_from_dict(ModelConfig, extra["model_config"])), extra.get("reid_dim"))
+        try:
             net.load_state_dict(state)
-        else:
-            det.load_state_dict(state)
-            net = TracktorNet(det)
+        except RuntimeError as e:
+            raise DataFormatError(f"Tracktor weights do not fit their own architecture ({str(e)[:200]})", path) from None
+    elif isinstance(obj, dict) and "model_config" in obj and isinstance(obj.get("model"), dict):
+        det = build_detector(config_from_dict(ModelConfig, obj["model_config"]))
+        det.load_state_dict(obj["model"])
+        net = TracktorNet(det)
     else:   # a torchvision / Tracktor Faster R-CNN state dict
         det = build_detector(ModelConfig(layout="resnet50_fpn"))
         load_detector_weights(det, path)
