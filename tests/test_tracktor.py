@@ -211,7 +211,9 @@ def synthetic_seq(tmp_path_factory):
     generate_synthetic(root, SyntheticConfig(num_train=0, num_test=1, num_val=0, min_frames=6, max_frames=6,
                                              min_objects=5, max_objects=6))
     info = [s for s in discover_sequences(root, "test") if s.name.endswith("SDP")][0]
-    return Sequence(info)
+    seq = Sequence(info)
+    seq.data_root = root
+    return seq
 
 
 @pytest.mark.skipif(not SHIPPED.is_file(), reason="shipped detector weights absent")
@@ -286,3 +288,25 @@ def test_bad_weights_and_config_end_in_one_line(tmp_path):
         load_config(InferenceFileConfig, None, ["tracktor.det_thresh=1.5"])
     with pytest.raises(ValueError, match="BGR"):
         load_tracktor_net(SHIPPED).frame(np.zeros((10, 10), np.uint8))
+
+
+@pytest.mark.skipif(not SHIPPED.is_file(), reason="shipped detector weights absent")
+def test_evaluate_cli_runs_tracktor_and_refuses_private_for_siamrpn(synthetic_seq, tmp_path, capsys):
+    import importlib.util
+    import json
+
+    spec = importlib.util.spec_from_file_location("evaluate_entry_tt", REPO / "evaluate.py")
+    ev = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ev)
+    root = str(synthetic_seq.data_root)
+    out = tmp_path / "out"
+    rc = ev.main(["--tracker", "tracktor", "--data", root, "--split", "test", "--detections", "private",
+                  "--seqs", synthetic_seq.name, "--out", str(out), "--no-hota"])
+    assert rc == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert (out / f"{synthetic_seq.name}.txt").is_file() and "tracker_speed" in summary
+    assert "tracktor (private detections" in capsys.readouterr().out
+    rc = ev.main(["--tracker", "siamrpn", "--data", root, "--split", "test", "--detections", "private",
+                  "--out", str(tmp_path / "x")])
+    err = capsys.readouterr().err
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and "birth source" in err

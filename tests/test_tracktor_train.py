@@ -101,3 +101,17 @@ def test_fine_tuning_trains_only_the_box_regression_and_resumes_exactly(data, tm
     for k, v in after.items():
         if isinstance(v, torch.Tensor):
             assert torch.equal(v, again[k]), k
+
+
+def test_train_cli_defaults_to_the_tracktor_config(monkeypatch, tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("train_entry_tt", REPO / "train.py")
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    monkeypatch.chdir(tmp_path)                      # no data/MOT17 here: the synthetic config
+    assert cli.default_config_path(None, "tracktor").endswith("deepmot_tracktor_synthetic.yaml")
+    assert cli.default_config_path("/some/MOT17", "tracktor").endswith("deepmot_tracktor.yaml")
+    assert cli.default_config_path(None).endswith("deepmot_siamrpn_synthetic.yaml")
+    cfg = cli.config_from_args(cli.build_parser().parse_args(["--tracker", "tracktor"]))
+    assert (cfg.tracker, cfg.seq_len, cfg.lr, cfg.w_ids, cfg.delta) == ("tracktor", 10, 1e-4, 0.0, 0.5)
