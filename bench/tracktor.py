@@ -49,7 +49,8 @@ def main() -> None:
         cfg = load_config(TracktorConfig, None, over)
         t0 = time.time()
         m = evaluate_tracker(tracktor_factory(net, cfg), seqs, args.out / f"row{i}", show_progress=False)
-        print(f"| {row or 'defaults'} | {100 * m['MOTA']:.2f} | {100 * m['IDF1']:.2f} | {100 * m.get('HOTA', float('nan')):.2f} "
+        hota = 100 * m.get("HOTA", float("nan"))
+        print(f"| {row or 'defaults'} | {100 * m['MOTA']:.2f} | {100 * m['IDF1']:.2f} | {hota:.2f} "
               f"| {int(m['IDSW'])} | {int(m['FP'])} | {int(m['FN'])} | {m['FPS']:.1f} |  ({time.time() - t0:.0f} s)",
               flush=True)
 

@@ -115,3 +115,20 @@ def test_train_cli_defaults_to_the_tracktor_config(monkeypatch, tmp_path):
     assert cli.default_config_path(None).endswith("deepmot_siamrpn_synthetic.yaml")
     cfg = cli.config_from_args(cli.build_parser().parse_args(["--tracker", "tracktor"]))
     assert (cfg.tracker, cfg.seq_len, cfg.lr, cfg.w_ids, cfg.delta) == ("tracktor", 10, 1e-4, 0.0, 0.5)
+
+
+def test_final_report_with_validation_and_the_shipped_row(data, tmp_path):
+    """The loop's whole final report (start / shipped / after on validation, test once) runs on a
+    TracktorNet, whose state dict carries a non-tensor entry (its architecture)."""
+    import json
+
+    cfg = _cfg(data, tmp_path, eval_before=True, eval_after=True, shipped_baseline=True, max_steps=2,
+               validation={"split": "test", "frames": "full", "detections": ["SDP"], "mot": ["cmc_scale=0.5"]},
+               test={"split": "test", "frames": "full", "detections": ["SDP"], "mot": []})
+    out = dt.run(cfg, BUILD)
+    report = json.loads((Path(out["run_dir"]) / "report.json").read_text())
+    rows = {r["label"]: r["metrics"] for r in report["rows"]}
+    assert list(rows) == ["start", "shipped", "after"] and all(m is not None and "MOTA" in m for m in rows.values())
+    assert rows["shipped"]["MOTA"] == rows["start"]["MOTA"]       # the start is the shipped detector
+    assert report["test"] is not None and "MOTA" in report["test"]
+    assert (Path(out["run_dir"]) / "tracktor_deepmot.pth").is_file()

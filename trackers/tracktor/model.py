@@ -176,7 +176,8 @@ def load_tracktor_net(path: str | Path, device: str | torch.device = "cpu") -> T
         try:
             net.load_state_dict(state)
         except RuntimeError as e:
-            raise DataFormatError(f"Tracktor weights do not fit their own architecture ({str(e)[:200]})", path) from None
+            raise DataFormatError(f"Tracktor weights do not fit their own architecture ({str(e)[:200]})",
+                                  path) from None
     elif isinstance(obj, dict) and "model_config" in obj and isinstance(obj.get("model"), dict):
         det = build_detector(config_from_dict(ModelConfig, obj["model_config"]))
         det.load_state_dict(obj["model"])
