@@ -89,11 +89,13 @@ def build_parser() -> argparse.ArgumentParser:
                                                    "detector_tiny_synthetic.pth)")
     g.add_argument("--model", help="SOT architecture: config name in configs/ or YAML (default: the config's)")
     g.add_argument("--config", type=Path, default=None,
-                   help="inference YAML (default: configs/mot_inference.yaml)")
+                   help="inference YAML (default: configs/mot_inference.yaml; Tracktor with the values\n"
+                        "chosen on the synthetic val split: configs/tracktor_synthetic.yaml)")
     g.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set mot.patience=10 (repeatable; values are YAML).\n"
                         "A key inside a mapping sets one entry and keeps the rest:\n"
-                        "--set mot.detector_scores.FRCNN=[0.0,0.6] keeps DPM's and SDP's thresholds")
+                        "--set mot.detector_scores.FRCNN=[0.0,0.6] keeps DPM's and SDP's thresholds;\n"
+                        "Tracktor's options: --set tracktor.motion=true (trackers/tracktor/config.py)")
     g.add_argument("--detections", default="DPM,FRCNN,SDP",
                    help="public-detector variants to run (comma list; default DPM,FRCNN,SDP).\n"
                         "tracktor also takes public | private: where new tracks come from (det.txt boxes\n"
