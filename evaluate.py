@@ -7,7 +7,9 @@ writes ``summary.csv`` / ``summary.json`` into ``--out``.
 
 Without ``--results`` a tracker runs first (``--tracker siamrpn`` by default, SOT weights from
 ``--checkpoint``, else the SOT pre-training output ``weights/siamrpn_pretrained.pth``, else the
-weights shipped for the synthetic data ``trackers/siamrpn/weights/siamrpn_alex_tiny_synthetic.pth``) on the
+weights shipped for the synthetic data ``trackers/siamrpn/weights/siamrpn_alex_tiny_synthetic.pth``;
+``--tracker tracktor``: detector weights from ``--checkpoint``, else the shipped detector, births
+from public detections or, with ``--detections private``, from the detector itself) on the
 ``--split`` sequences (default ``test``; ``half-val`` = second half of each train sequence) of
 the ``--detections`` variants, writes ``<out>/<sequence>.txt``, prints the tracker speed and
 evaluates; ``--workers N`` tracks N sequences at once in worker processes. ``--vis`` writes
@@ -36,7 +38,10 @@ REPO = Path(__file__).resolve().parent
 #: where ``evaluate.py`` looks for SOT weights when neither --checkpoint nor the config names one
 #: (your own SOT pre-training output first, then the weights shipped for the synthetic data)
 DEFAULT_CHECKPOINTS = {"siamrpn": [REPO / "weights" / "siamrpn_pretrained.pth",
-                                   REPO / "trackers" / "siamrpn" / "weights" / "siamrpn_alex_tiny_synthetic.pth"]}
+                                   REPO / "trackers" / "siamrpn" / "weights" / "siamrpn_alex_tiny_synthetic.pth"],
+                       "tracktor": [REPO / "trackers" / "detection" / "weights" / "detector_tiny_synthetic.pth"]}
+#: ``--detections`` values that pick where Tracktor's births come from instead of detector variants
+BIRTH_SOURCES = ("public", "private")
 #: splits that are a frame range of another split folder
 HALF_SPLITS = {"half-val": ("train", "val-half"), "half-train": ("train", "train-half")}
 
@@ -74,17 +79,28 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("running a tracker")
     g.add_argument("--tracker", choices=available_trackers(),
                    help="tracker name from the registry (default: siamrpn, or the config's)")
-    g.add_argument("--checkpoint", type=Path, help="SOT weights (default for siamrpn: weights/siamrpn_pretrained.pth, "
-                                                   "the output of `python -m trackers.siamrpn.pretrain`, else the "
-                                                   "shipped trackers/siamrpn/weights/siamrpn_alex_tiny_synthetic.pth)")
+    g.add_argument("--checkpoint", type=Path, help="tracker weights. siamrpn: SOT weights (default "
+                                                   "weights/siamrpn_pretrained.pth, the output of\n"
+                                                   "`python -m trackers.siamrpn.pretrain`, else the shipped "
+                                                   "trackers/siamrpn/weights/siamrpn_alex_tiny_synthetic.pth);\n"
+                                                   "tracktor: detector weights of train.py --detector, a Tracktor "
+                                                   "checkpoint or a torchvision\nfasterrcnn_resnet50_fpn state dict "
+                                                   "(default: the shipped trackers/detection/weights/"
+                                                   "detector_tiny_synthetic.pth)")
     g.add_argument("--model", help="SOT architecture: config name in configs/ or YAML (default: the config's)")
     g.add_argument("--config", type=Path, default=None,
-                   help="inference YAML (default: configs/mot_inference.yaml)")
+                   help="inference YAML (default: configs/mot_inference.yaml; Tracktor with the values\n"
+                        "chosen on the synthetic val split: configs/tracktor_synthetic.yaml)")
     g.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set mot.patience=10 (repeatable; values are YAML).\n"
                         "A key inside a mapping sets one entry and keeps the rest:\n"
-                        "--set mot.detector_scores.FRCNN=[0.0,0.6] keeps DPM's and SDP's thresholds")
-    g.add_argument("--detections", default="DPM,FRCNN,SDP", help="public-detector variants to run (comma list)")
+                        "--set mot.detector_scores.FRCNN=[0.0,0.6] keeps DPM's and SDP's thresholds;\n"
+                        "Tracktor's options: --set tracktor.motion=true (trackers/tracktor/config.py)")
+    g.add_argument("--detections", default="DPM,FRCNN,SDP",
+                   help="public-detector variants to run (comma list; default DPM,FRCNN,SDP).\n"
+                        "tracktor also takes public | private: where new tracks come from (det.txt boxes\n"
+                        "refined by the detector's RoI head, or the detector itself), on all variants;\n"
+                        "the same as --set tracktor.detections=public|private")
     g.add_argument("--device", help="cpu, cuda, auto (default: the config's)")
     g.add_argument("--threads", type=int, help="torch CPU threads (per worker with --workers N; default: torch's, "
                                                  "or cores // N with workers)")
@@ -192,6 +208,10 @@ def _tracker_mode(args) -> int:
     for key, val in (("tracker", args.tracker), ("model", args.model), ("device", args.device)):
         if val is not None:
             overrides.append(f"{key}={val}")
+    dets = [d.strip() for d in args.detections.split(",") if d.strip()]
+    if args.detections.strip() in BIRTH_SOURCES:   # Tracktor's birth source, every detector variant
+        overrides.append(f"tracktor.detections={args.detections.strip()}")
+        dets = ["DPM", "FRCNN", "SDP"]
     config = args.config if args.config is not None else REPO / "configs" / "mot_inference.yaml"
     try:
         cfg = load_config(InferenceFileConfig, config if (config.is_file() or args.config) else None, overrides)
@@ -199,13 +219,16 @@ def _tracker_mode(args) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     ckpt = _find_checkpoint(args, cfg)
+    if args.detections.strip() in BIRTH_SOURCES and cfg.tracker != "tracktor":
+        print(f"error: --detections {args.detections.strip()} picks Tracktor's birth source; tracker "
+              f"{cfg.tracker!r} takes detector variants (e.g. --detections DPM,FRCNN,SDP)", file=sys.stderr)
+        return 2
     if ckpt is None:
         looked = ", ".join(str(c) for c in DEFAULT_CHECKPOINTS.get(cfg.tracker, [])) or "nowhere"
-        print(f"error: no SOT weights for tracker {cfg.tracker!r}: pass --checkpoint PATH (looked for {looked}; "
-              "produce it with `python -m trackers.siamrpn.pretrain`)", file=sys.stderr)
+        print(f"error: no weights for tracker {cfg.tracker!r}: pass --checkpoint PATH (looked for {looked}; "
+              "produce SOT weights with `python -m trackers.siamrpn.pretrain`)", file=sys.stderr)
         return 2
     folder, frame_range = _split(args, "test")
-    dets = [d.strip() for d in args.detections.split(",") if d.strip()]
     try:
         root = _data_root(args)
         bad: dict[str, str] = {}  # sequences whose seqinfo.ini is broken: reported, the others run
@@ -234,7 +257,8 @@ def _tracker_mode(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     cfg.checkpoint = str(ckpt)
     save_config(cfg, out / "config.yaml")
-    print(f"running {cfg.tracker} ({cfg.model}, weights {ckpt}) on {len(seqs)} sequence(s) of {root}/{folder}"
+    what = f"{cfg.tracktor.detections} detections" if cfg.tracker == "tracktor" else cfg.model
+    print(f"running {cfg.tracker} ({what}, weights {ckpt}) on {len(seqs)} sequence(s) of {root}/{folder}"
           + (f" [{frame_range}]" if frame_range else "") + f" -> {out}")
     from deepmot.machine import describe, load_warning
 

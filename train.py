@@ -9,12 +9,13 @@ Three modes:
 
 ``--tracker NAME`` (a trainable tracker of the registry, :func:`trackers.trainable_trackers`)
 fine-tunes it with the DeepMOT loss (:mod:`deepmot.engine.deepmot_train`); the SiamRPN without
-``--pretrained`` first pre-trains the SOT on the same data. ``--dhn-weights`` names the frozen
-DHN inside the criterion (default: the shipped ones). ``--dhn`` pre-trains the Deep Hungarian
-Network (:mod:`deepmot.dhn.train`). Under ``torchrun --nproc_per_node=K`` or ``srun`` (SLURM)
-both train data-parallel; SIGTERM / SIGUSR1 write a checkpoint and exit (status 128 + signal)
-so that ``--resume`` continues exactly. With ``--resume`` the run directory's own
-``config.yaml`` is the base. Only argument parsing and wiring live here.
+``--pretrained`` first pre-trains the SOT on the same data; ``--tracker tracktor`` fine-tunes the
+box-regression layer of the detector given with ``--pretrained`` (default: the shipped one).
+``--dhn-weights`` names the frozen DHN inside the criterion (default: the shipped ones). ``--dhn``
+pre-trains the Deep Hungarian Network (:mod:`deepmot.dhn.train`). Under
+``torchrun --nproc_per_node=K`` or ``srun`` (SLURM) both train data-parallel; SIGTERM / SIGUSR1
+write a checkpoint and exit (status 128 + signal) so that ``--resume`` continues exactly. With
+``--resume`` the run directory's own ``config.yaml`` is the base. Only argument parsing and wiring live here.
 """
 
 from __future__ import annotations
@@ -43,15 +44,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="--tracker: DHN weights inside the DeepMOT criterion (default: the shipped "
                         "deepmot/dhn/weights/dhn.pt)")
     p.add_argument("--config", default=None,
-                   help="YAML config (default: configs/dhn.yaml for --dhn; for --tracker "
-                        "configs/deepmot_siamrpn.yaml, or configs/deepmot_siamrpn_synthetic.yaml when "
+                   help="YAML config (default: configs/dhn.yaml for --dhn; for --tracker NAME "
+                        "configs/deepmot_NAME.yaml, or configs/deepmot_NAME_synthetic.yaml when "
                         "the built-in synthetic data is used)")
     p.add_argument("--data", default=None,
                    help="--tracker: MOT-format dataset root (default: data/MOT17 if present, else the "
                         "built-in synthetic set, generated once into data/synthetic)")
     p.add_argument("--pretrained", default=None,
-                   help="--tracker: starting SiamRPN weights (PySOT / DaSiamRPN checkpoint); without "
-                        "it SOT pre-training runs first")
+                   help="--tracker: starting weights. siamrpn: a PySOT / DaSiamRPN checkpoint (without "
+                        "it SOT pre-training runs first); tracktor: detector or Tracktor weights (default: "
+                        "the shipped detector)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set lr=1e-3 (repeatable)")
     p.add_argument("--detector", action="store_true",
@@ -63,12 +65,14 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def default_config_path(data: str | None) -> str | None:
+def default_config_path(data: str | None, tracker: str | None = None) -> str | None:
     """The DeepMOT config used without ``--config``: the MOT17 recipe
-    ``configs/deepmot_siamrpn.yaml``, or, when neither ``--data`` nor ``data/MOT17`` exists (the
-    built-in synthetic set will be used), the CPU-sized ``configs/deepmot_siamrpn_synthetic.yaml``."""
+    ``configs/deepmot_<tracker>.yaml``, or, when neither ``--data`` nor ``data/MOT17`` exists (the
+    built-in synthetic set will be used), the CPU-sized ``configs/deepmot_<tracker>_synthetic.yaml``
+    (``<tracker>``: siamrpn unless ``--tracker`` names another; None when the file is absent)."""
     synthetic = data is None and not Path("data/MOT17").is_dir()
-    path = REPO / "configs" / ("deepmot_siamrpn_synthetic.yaml" if synthetic else "deepmot_siamrpn.yaml")
+    name = tracker or "siamrpn"
+    path = REPO / "configs" / (f"deepmot_{name}_synthetic.yaml" if synthetic else f"deepmot_{name}.yaml")
     return str(path) if path.is_file() else None
 
 
@@ -87,7 +91,7 @@ def config_from_args(args: argparse.Namespace):
     if args.resume is not None and args.config is None:
         path: str | None = str(Path(args.resume) / "config.yaml")
     else:
-        path = args.config if args.config is not None else default_config_path(args.data)
+        path = args.config if args.config is not None else default_config_path(args.data, args.tracker)
     return load_config(DeepMOTTrainConfig, path, overrides)
 
 

@@ -19,7 +19,8 @@ __all__ = ["register", "get_tracker", "build_tracker", "available_trackers", "tr
 
 _REGISTRY: dict[str, TrackerPlugin] = {}
 #: built-in trackers, imported lazily: name -> "module:attribute" of their plugin
-_BUILTIN: dict[str, str] = {"siamrpn": "trackers.siamrpn.plugin:PLUGIN"}
+_BUILTIN: dict[str, str] = {"siamrpn": "trackers.siamrpn.plugin:PLUGIN",
+                            "tracktor": "trackers.tracktor.plugin:PLUGIN"}
 
 
 def register(plugin: TrackerPlugin) -> TrackerPlugin:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from deepmot.config import Device, Fraction, NonNegative, NonNegativeInt, PositiveInt
+from trackers.tracktor.config import TracktorConfig
 
 __all__ = ["MOTConfig", "InferenceFileConfig"]
 
@@ -104,7 +105,9 @@ class InferenceFileConfig:
     ``tracker``: registry name (``trackers.build_tracker``); ``model``: SOT architecture (config
     name in ``configs/`` or YAML path); ``checkpoint``: SOT weights (empty: the default lookup of
     ``evaluate.py``); ``max_batch``: largest SOT batch per network pass (None: all targets);
-    ``device``: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``...; ``mot``: :class:`MOTConfig`.
+    ``device``: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``...; ``mot``: :class:`MOTConfig`
+    (the SOT-based trackers); ``tracktor``: :class:`~trackers.tracktor.config.TracktorConfig` (the
+    ``tracktor`` tracker, which ignores ``model``, ``max_batch`` and ``mot``).
     """
 
     tracker: str = "siamrpn"
@@ -113,3 +116,4 @@ class InferenceFileConfig:
     max_batch: PositiveInt | None = None
     device: Device = "auto"
     mot: MOTConfig = field(default_factory=MOTConfig)
+    tracktor: TracktorConfig = field(default_factory=TracktorConfig)

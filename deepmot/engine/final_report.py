@@ -21,6 +21,7 @@ everything tracker-specific comes through the trainable tracker.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 from pathlib import Path
@@ -113,7 +114,9 @@ def _shipped_row(trainer: Any, start: dict | None, validate: Callable[[nn.Module
     if _same_file(cfg.pretrained, source) and start is not None:
         return {"label": "shipped", "note": "= start", "metrics": _plain(start)}
     model = trainer.model
-    current = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    # a module's extra state (plain values under "_extra_state") is copied as it is
+    current = {k: v.detach().clone() if isinstance(v, torch.Tensor) else copy.deepcopy(v)
+               for k, v in model.state_dict().items()}
     was_training = model.training
     model.load_state_dict(state)
     model.eval()
