@@ -146,7 +146,7 @@ class TracktorTrainable:
         """An empty track set for a new clip."""
         return TracktorTrainTracks(self.module, self.inference.cmc, self.inference.embedding)
 
-    def aux_loss(self, out: StepOutput, target: Tensor, present: Tensor) -> None:
+    def aux_loss(self, out: StepOutput, target: Tensor, present: Tensor, gt_boxes: Tensor) -> None:
         """Tracktor adds no loss of its own."""
         return None
 
