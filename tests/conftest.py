@@ -1,11 +1,14 @@
-"""Shared test fixtures. Reference data comes from ``tests/fixtures`` (in the repository), PySOT's
-tracking run included (trimmed: its network outputs, crops and the frame pixels they read); only
-the PySOT test weights (25 MB) live in ``../shared`` alone, and the tests that run the network
-on them skip cleanly without it."""
+"""Shared test fixtures. Reference data comes from ``tests/fixtures`` (in the repository): PySOT's
+tracking run on ``siamrpn_alex_dwxcorr`` without its weights (trimmed: its network outputs, crops
+and the frame pixels they read), and a whole PySOT reference run on the project's tiny SiamRPN
+with its weights (``pysot_tiny/``). The tests that run a network against PySOT's outputs run on
+every reference :func:`pysot_ref` knows: the tiny one always, CI's full-size one
+(``siamrpn_alex_dwxcorr``, 25 MB of test weights) only where ``../shared`` exists."""
 
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -47,9 +50,9 @@ def _materialise(src: Path, dst: Path) -> None:
 def fixtures_dir(tmp_path_factory) -> Path:
     """The reference fixtures: ``tests/fixtures`` of the repository first (MOT17-09 annotations and
     Lif_T results, matcher/loss references, PySOT key layouts, PySOT's tracking run without its
-    weights), unpacked into a temporary folder; the full PySOT reference run with its weights
-    (36 MB, not in the repository) is linked from ``../shared/fixtures`` when present (see
-    :func:`pysot_dir`)."""
+    weights, PySOT's run on the tiny SiamRPN with its weights), unpacked into a temporary folder;
+    the full-size PySOT reference run with its weights (36 MB, not in the repository) is linked
+    from ``../shared/fixtures`` when present (see :func:`pysot_ref`)."""
     root = tmp_path_factory.mktemp("fixtures")
     _materialise(IN_REPO, root)
     if (SHARED / "fixtures" / "pysot").is_dir():
@@ -57,16 +60,115 @@ def fixtures_dir(tmp_path_factory) -> Path:
     return root
 
 
-@pytest.fixture(scope="session")
-def pysot_dir(fixtures_dir: Path) -> Path:
-    """``fixtures/pysot``: the full PySOT reference run with its deterministic test weights
-    (``state_dict.pth``, 25 MB, kept out of the repository), for the tests that run the network;
-    skips the test when ``../shared/fixtures/pysot`` is absent. Tests of the tracking procedure
-    use :func:`pysot_run` (in the repository) instead."""
+#: PySOT reference runs with their weights, for the tests that run our network against PySOT's:
+#: ``siamrpn_alex_tiny`` in the repository (``tests/fixtures/pysot_tiny``), ``siamrpn_alex_dwxcorr``
+#: in CI's ``../shared/fixtures/pysot`` only.
+PYSOT_REFERENCES = ("siamrpn_alex_tiny", "siamrpn_alex_dwxcorr")
+
+
+def _sha256(a: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()
+
+
+class PySOTReference:
+    """A PySOT reference run with its weights: PySOT's ``ModelBuilder`` and ``SiamRPNTracker`` (code
+    at commit d04028f) run on the weights of config ``name``.
+
+    ``weights`` the state-dict file; ``io`` PySOT's network inputs and outputs, ``(1, ...)``
+    float32 tensors: ``z`` template crop, ``x`` search crop at the tracking size, ``x255`` a search
+    crop at 255 px (PySOT's training size), ``zf`` template features, ``backbone_x`` search features of ``x``,
+    ``cls``/``loc`` on ``x``, ``cls255``/``loc255`` on ``x255``; ``frames`` (T, H, W, 3) uint8 BGR
+    and ``init_box`` (4,) x, y, w, h of the tracking run; ``ref`` its ``tracker.json`` (per frame
+    ``bbox``, ``best_score``, ``center_pos``, ``size``; frame 0 the init state and
+    ``channel_average``); ``cls``/``loc`` lists of PySOT's network outputs on frame ``t`` at
+    ``t - 1``, ``anchors`` (K, 4) and ``window`` (K,) tensors; ``crops`` one dict per
+    ``get_subwindow`` call of the run (``frame``, ``pos``, ``model_sz``, ``original_sz``,
+    ``avg_chans`` and PySOT's result: ``pixels`` (3, X, X) uint8 or, where only its hash is
+    stored, ``sha256`` of those bytes); ``track_cfg`` PySOT's ``cfg.TRACK`` and ``cfg.ANCHOR``
+    values of the run (upper-case keys; :meth:`track_values` names them as ``TrackParams`` does).
+
+    The tiny reference stores its crops as arguments + hashes; its ``io`` inputs are rebuilt from
+    its frames with our ``get_subwindow`` and checked against PySOT's hashes before use, so the
+    network is always fed PySOT's exact crops.
+    """
+
+    def __init__(self, d: Path, name: str):
+        self.name, self.dir = name, d
+        self.weights = d / "state_dict.pth"
+        self.ref = json.loads((d / "tracker.json").read_text())
+        meta = json.loads((d / "meta.json").read_text())
+        self.track_cfg = {**meta["cfg"]["TRACK"], **meta["cfg"]["ANCHOR"]}
+        if (d / "model_io.pt").is_file():        # CI's full reference (../shared)
+            self.io = torch.load(d / "model_io.pt", weights_only=True)
+            with np.load(d / "frames.npz") as f:
+                self.frames, self.init_box = f["frames"], f["init_box"].astype(np.float64)
+            run = torch.load(d / "tracker_io.pt", weights_only=False)
+            self.cls, self.loc = list(run["cls"]), list(run["loc"])
+            self.anchors, self.window = run["anchors"], run["window"]
+            self.crops = [{"frame": i, **a, "pixels": c[0].numpy().astype(np.uint8)}
+                          for i, (c, a) in enumerate(zip(run["crops"], run["crop_args"]))]
+        else:                                    # in the repository: frames delta-coded, crops hashed
+            with np.load(d / "frames.npz") as f:
+                self.frames = np.cumsum(f["frames_delta"], axis=0, dtype=np.uint8)
+                self.init_box = f["init_box"]
+            with np.load(d / "tracker_io.npz") as f:
+                self.cls = [torch.from_numpy(c[None]) for c in f["cls"]]
+                self.loc = [torch.from_numpy(c[None]) for c in f["loc"]]
+                self.anchors, self.window = torch.from_numpy(f["anchors"]), torch.from_numpy(f["window"])
+            crops = json.loads((d / "crops.json").read_text())
+            self.crops = crops["tracker"]
+            with np.load(d / "model_io.npz") as f:
+                self.io = {k: torch.from_numpy(f[k][None]) for k in f.files}
+            self.io.update(z=self.rebuild_crop(self.crops[0]), x=self.rebuild_crop(self.crops[1]),
+                           x255=self.rebuild_crop(crops["x255"]))
+
+    def rebuild_crop(self, c: dict) -> torch.Tensor:
+        """Our ``get_subwindow`` with the arguments of PySOT's crop ``c``, ``(1, 3, X, X)`` float32;
+        AssertionError unless it equals PySOT's result (pixels or SHA-256 of the uint8 bytes)."""
+        from trackers.siamrpn.crop import get_subwindow
+
+        got = get_subwindow(self.frames[c["frame"]], c["pos"], c["model_sz"], c["original_sz"], c["avg_chans"])
+        u8 = got[0].numpy().astype(np.uint8)
+        what = f"our get_subwindow on frame {c['frame']} ({c['model_sz']} px)"
+        assert np.array_equal(u8.astype(np.float32), got[0].numpy()), f"{what} is not uint8-valued"
+        if "pixels" in c:
+            assert np.array_equal(u8, c["pixels"]), f"{what} differs from PySOT's crop"
+        else:
+            assert _sha256(u8) == c["sha256"], f"{what} differs from PySOT's crop (SHA-256 of its pixels)"
+        return got
+
+    def model(self, config: str | None = None, overrides=()):
+        """Our SiamRPN for ``config`` (default: this reference's), PySOT's weights loaded strictly, eval mode."""
+        from trackers.siamrpn import build_siamrpn
+        from trackers.siamrpn.checkpoint import load_pysot_checkpoint
+
+        m = build_siamrpn(config or self.name, list(overrides))
+        report = load_pysot_checkpoint(m, self.weights)
+        assert report.ok and len(report.loaded) == 75
+        return m.eval()
+
+    def track_values(self) -> dict:
+        """PySOT's values of this run for the :class:`~trackers.siamrpn.params.TrackParams` fields its
+        ``SiamRPNTracker`` reads (``cfg.TRACK`` / ``cfg.ANCHOR``)."""
+        c = self.track_cfg
+        return {"exemplar_size": c["EXEMPLAR_SIZE"], "instance_size": c["INSTANCE_SIZE"],
+                "base_size": c["BASE_SIZE"], "context_amount": c["CONTEXT_AMOUNT"], "penalty_k": c["PENALTY_K"],
+                "window_influence": c["WINDOW_INFLUENCE"], "lr": c["LR"], "stride": c["STRIDE"],
+                "ratios": tuple(float(r) for r in c["RATIOS"]), "scales": tuple(float(r) for r in c["SCALES"])}
+
+
+@pytest.fixture(scope="session", params=PYSOT_REFERENCES)
+def pysot_ref(request, fixtures_dir: Path) -> PySOTReference:
+    """Each PySOT reference run with weights in turn (:class:`PySOTReference`): ``siamrpn_alex_tiny``
+    (in the repository, always), then ``siamrpn_alex_dwxcorr`` (CI's 25 MB test weights; skips
+    the test when ``../shared/fixtures/pysot`` is absent: the same comparisons run on the tiny one)."""
+    name = request.param
+    if name == "siamrpn_alex_tiny":
+        return PySOTReference(fixtures_dir / "pysot_tiny" / name, name)
     if not (fixtures_dir / "pysot").is_dir():
-        pytest.skip("needs the PySOT test weights (siamrpn_alex_dwxcorr/state_dict.pth, 25 MB, not in the "
-                    "repository; only in ../shared/fixtures/pysot)")
-    return fixtures_dir / "pysot"
+        pytest.skip("full-size PySOT reference (siamrpn_alex_dwxcorr, 25 MB of test weights) is only in "
+                    "../shared/fixtures/pysot; the same comparisons ran on the in-repository siamrpn_alex_tiny")
+    return PySOTReference(fixtures_dir / "pysot" / name, name)
 
 
 class PySOTRun:

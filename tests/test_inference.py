@@ -188,17 +188,17 @@ def test_config_file_matches_dataclass_defaults():
     assert load_config(InferenceFileConfig, repo / "configs" / "mot_inference.yaml") == InferenceFileConfig()
 
 
-def test_pysot_weights_track_through_evaluate(tiny, pysot_dir, tmp_path, capsys):
-    """The PySOT AlexNet SiamRPN (real trained weights) behind the MOT logic, from the CLI."""
+def test_pysot_weights_track_through_evaluate(tiny, pysot_ref, tmp_path, capsys):
+    """A PySOT reference's weights file (the one PySOT's own network gave the reference outputs
+    with) behind the MOT logic, from the CLI, with its config named by ``--model``."""
     import evaluate
 
-    w = pysot_dir / "siamrpn_alex_dwxcorr" / "state_dict.pth"
     out = tmp_path / "o"
-    rc = evaluate.main(["--data", str(tiny), "--model", "siamrpn_alex_dwxcorr", "--checkpoint", str(w),
+    rc = evaluate.main(["--data", str(tiny), "--model", pysot_ref.name, "--checkpoint", str(pysot_ref.weights),
                         "--out", str(out), "--detections", "SDP", "--no-hota", "--device", "cpu"])
     assert rc == 0, capsys.readouterr().err
     data = json.loads((out / "summary.json").read_text())
-    assert data["combined"]["TP"] > 0 and "siamrpn_alex_dwxcorr" in (out / "config.yaml").read_text()
+    assert data["combined"]["TP"] > 0 and pysot_ref.name in (out / "config.yaml").read_text()
 
 
 def test_evaluate_cli_results_on_half_val(tiny, tmp_path, capsys):

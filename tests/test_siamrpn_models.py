@@ -62,36 +62,40 @@ def rel_err(a: torch.Tensor, ref: torch.Tensor) -> float:
     return float((a - ref).abs().max() / ref.abs().max())
 
 
-@pytest.fixture(scope="module")
-def pysot_alex(pysot_dir):
-    d = pysot_dir / "siamrpn_alex_dwxcorr"
-    return (torch.load(d / "state_dict.pth", weights_only=True),
-            torch.load(d / "model_io.pt", weights_only=True))
-
-
 # ----------------------------------------------------------------------------- PySOT outputs
-@pytest.mark.parametrize("config", ["siamrpn_alex_dwxcorr", "siamrpn_alex_dwxcorr_16gpu"])
-def test_alex_matches_pysot_outputs(pysot_alex, config):
-    sd, io = pysot_alex
-    model = build_siamrpn(config).eval()
-    report = load_pysot_checkpoint(model, sd)  # strict; the 16gpu model needs the layer renaming
-    assert report.ok and len(report.loaded) == 75
+# Each reference (conftest.PYSOT_REFERENCES) also loads, renamed, into PySOT's layered 'alexnet'
+# layout of the same widths (siamrpn_alex_dwxcorr_16gpu's backbone naming).
+LAYERED = {"siamrpn_alex_dwxcorr": ("siamrpn_alex_dwxcorr_16gpu", []),
+           "siamrpn_alex_tiny": ("siamrpn_alex_dwxcorr_16gpu",
+                                 ["backbone_kwargs={width_mult: 0.25}", "head_kwargs.in_channels=64",
+                                  "head_kwargs.out_channels=64", "instance_size=191"])}
+
+
+@pytest.mark.parametrize("layout", ["legacy", "layered"])
+def test_model_matches_pysot_outputs(pysot_ref, layout):
+    """Our network on PySOT's weights and PySOT's crops gives PySOT's features and outputs, at the
+    tracking search size and at 255 px."""
+    io = pysot_ref.io
+    model = pysot_ref.model(*LAYERED[pysot_ref.name]) if layout == "layered" else pysot_ref.model()
+    if layout == "layered":
+        assert "backbone.layer1.0.weight" in model.state_dict()
     with torch.no_grad():
         zf = model.template(io["z"])
-        assert rel_err(zf, io["zf"]) < 1e-4
-        assert rel_err(model.backbone(io["x"]), io["backbone_x"]) < 1e-4
+        assert zf.shape == io["zf"].shape and rel_err(zf, io["zf"]) < 1e-4
+        bx = model.backbone(io["x"])
+        assert bx.shape == io["backbone_x"].shape and rel_err(bx, io["backbone_x"]) < 1e-4
         for x, cls_ref, loc_ref in ((io["x"], io["cls"], io["loc"]),
                                     (io["x255"], io["cls255"], io["loc255"])):
             cls, loc = model.track(zf, x)
             assert cls.shape == cls_ref.shape and loc.shape == loc_ref.shape
             assert rel_err(cls, cls_ref) < 1e-4
             assert rel_err(loc, loc_ref) < 1e-4
+    assert io["cls"].shape[-1] == model.cfg.score_size
 
 
-def test_batched_track_correlates_each_target_with_its_own_template(pysot_alex):
-    sd, io = pysot_alex
-    model = build_siamrpn("siamrpn_alex_dwxcorr").eval()
-    load_pysot_checkpoint(model, sd)
+def test_batched_track_correlates_each_target_with_its_own_template(pysot_ref):
+    io = pysot_ref.io
+    model = pysot_ref.model()
     z = torch.cat([io["z"], io["z"].flip(-1), io["z"].flip(-2)])
     x = torch.cat([io["x255"], io["x255"].flip(-1), io["x255"].flip(-2)])
     with torch.no_grad():
@@ -102,10 +106,10 @@ def test_batched_track_correlates_each_target_with_its_own_template(pysot_alex):
             assert rel_err(cls[b:b + 1], c1) < 1e-5 and rel_err(loc[b:b + 1], l1) < 1e-5
 
 
-def test_pysot_fixture_file_loads_with_wrappers(pysot_dir, pysot_alex):
-    sd, _ = pysot_alex
-    path = pysot_dir / "siamrpn_alex_dwxcorr" / "state_dict.pth"
-    model = build_siamrpn("siamrpn_alex_dwxcorr")
+def test_pysot_fixture_file_loads_with_wrappers(pysot_ref):
+    path = pysot_ref.weights
+    sd = torch.load(path, weights_only=True)
+    model = build_siamrpn(pysot_ref.name)
     assert load_pysot_checkpoint(model, path).ok
     no_counter = {f"module.{k}": v for k, v in sd.items() if not k.endswith("num_batches_tracked")}
     report = load_pysot_checkpoint(model, {"state_dict": no_counter})

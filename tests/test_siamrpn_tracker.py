@@ -1,9 +1,10 @@
-"""SiamRPN SOT inference against PySOT's own run (fixture siamrpn_alex_dwxcorr) and a literal
-transcription of PySOT's crop procedure (spec pysot.md §3).
+"""SiamRPN SOT inference against PySOT's own runs and a literal transcription of PySOT's crop
+procedure (spec pysot.md §3).
 
 The tracking procedure (crops, anchors, window, post-processing, state updates) is compared with
-PySOT's run given PySOT's own network outputs (``pysot_run``, in the repository); only the run of
-our network on PySOT's test weights needs ``../shared`` (``pysot_dir``)."""
+PySOT's ``siamrpn_alex_dwxcorr`` run given PySOT's own network outputs (``pysot_run``, in the
+repository); our network inside our tracker is compared with PySOT's whole runs with weights
+(``pysot_ref``: the tiny SiamRPN in the repository, the full-size one in CI's ``../shared``)."""
 
 from __future__ import annotations
 
@@ -20,19 +21,10 @@ from trackers.siamrpn.crop import channel_average, crop_batch, get_subwindow
 from trackers.siamrpn.tracker import SiamRPNTracker, TrackParams, propose, \
     update_state
 
-FIX = "siamrpn_alex_dwxcorr"
 ALEX = TrackParams(instance_size=287, base_size=0, penalty_k=0.16, window_influence=0.40, lr=0.30)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture(scope="module")
-def fx(pysot_dir):
-    """The full PySOT run (weights and full frames, ../shared only)."""
-    d = pysot_dir / FIX
-    frames = np.load(d / "frames.npz")
-    return {"dir": d, "frames": frames["frames"], "init_box": frames["init_box"]}
 
 
 def pysot_subwindow_reference(im, pos, model_sz, original_sz, avg_chans):
@@ -169,26 +161,63 @@ def test_tracker_on_pysot_network_outputs_matches_pysot(pysot_run):
         np.testing.assert_allclose(tracker.size, ref[t]["size"], atol=1e-3, rtol=0)
 
 
-@pytest.fixture(scope="module")
-def alex_model(fx):
-    from trackers.siamrpn import build_siamrpn
-    from trackers.siamrpn.checkpoint import load_pysot_checkpoint
-    model = build_siamrpn("siamrpn_alex_dwxcorr")
-    load_pysot_checkpoint(model, fx["dir"] / "state_dict.pth")
-    return model.eval()
+# ----------------------------------------------------------------------------- whole PySOT runs with weights
+def test_reference_crops_equal_pysot_crops(pysot_ref):
+    """Every get_subwindow call of the reference run, rebuilt from its frames (the tiny run's
+    search windows leave its 256x192 frames: padding), equals PySOT's crop exactly."""
+    assert len(pysot_ref.crops) == len(pysot_ref.frames)
+    for c in pysot_ref.crops:
+        got = pysot_ref.rebuild_crop(c)       # asserts equality with PySOT's pixels / their hash
+        assert got.shape == (1, 3, c["model_sz"], c["model_sz"])
+    assert any(_leaves_image(c, pysot_ref.frames.shape[1:3]) for c in pysot_ref.crops[1:])
 
 
-def test_full_run_with_real_model_matches_pysot(fx, alex_model, pysot_run):
-    """Our network on PySOT's weights inside the tracker, on PySOT's full frames: PySOT's boxes."""
-    tracker = SiamRPNTracker(alex_model)
-    assert tracker.batched.params == ALEX
-    tracker.init(fx["frames"][0], fx["init_box"].tolist())
-    # the padding colour of PySOT's real frame 0 (the in-repo tests use a rebuilt frame 0)
-    np.testing.assert_array_equal(tracker.batched.state.channel_average[0],
-                                  pysot_run.ref["frames"][0]["channel_average"])
-    for t in range(1, 5):
-        out = tracker.track(fx["frames"][t])
-        _check_against_reference(pysot_run.ref["frames"][t], out["bbox"], out["best_score"])
+def _leaves_image(c: dict, hw) -> bool:
+    """Whether PySOT's crop window of ``c`` reaches outside an image of height, width ``hw``."""
+    sz = c["original_sz"]
+    lo = [math.floor(v - (sz + 1) / 2 + 0.5) for v in c["pos"]]
+    return min(lo) < 0 or lo[0] + sz > hw[1] or lo[1] + sz > hw[0]
+
+
+def test_anchor_grid_and_window_equal_pysot_at_reference_size(pysot_ref):
+    """Anchors and cosine window at the run's score size (21 for 287-px crops, 9 for 191-px ones)."""
+    p = TrackParams(**pysot_ref.track_values())
+    s = p.score_size
+    assert s * s * p.anchor_num == pysot_ref.anchors.shape[0] == pysot_ref.window.shape[0]
+    np.testing.assert_array_equal(anchor_grid(s, p.stride, p.ratios, p.scales), pysot_ref.anchors.numpy())
+    np.testing.assert_array_equal(cosine_window(s, p.anchor_num), pysot_ref.window.numpy())
+
+
+def test_postprocessing_of_reference_outputs_matches_pysot(pysot_ref):
+    """PySOT's recorded cls/loc through our post-processing with the run's values: PySOT's states."""
+    p = TrackParams(**pysot_ref.track_values())
+    ref = pysot_ref.ref["frames"]
+    center = torch.tensor([ref[0]["center_pos"]], dtype=torch.float64)
+    size = torch.tensor([ref[0]["size"]], dtype=torch.float64)
+    for t in range(1, len(pysot_ref.frames)):
+        props = propose(pysot_ref.cls[t - 1], pysot_ref.loc[t - 1], size, pysot_ref.anchors, pysot_ref.window, p)
+        center, size = update_state(center, size, props, p, pysot_ref.frames.shape[1:3])
+        _check_against_reference(ref[t], torch.cat([center - size / 2, size], 1)[0], float(props.best_score()[0]))
+        np.testing.assert_allclose(center[0], ref[t]["center_pos"], atol=1e-3, rtol=0)
+        np.testing.assert_allclose(size[0], ref[t]["size"], atol=1e-3, rtol=0)
+
+
+def test_full_run_with_real_model_matches_pysot(pysot_ref):
+    """Our network on PySOT's weights inside our tracker, with the config's tracking values, on the
+    reference frames: PySOT's padding colour, states, boxes and scores."""
+    tracker = SiamRPNTracker(pysot_ref.model())
+    for k, v in pysot_ref.track_values().items():
+        assert getattr(tracker.batched.params, k) == v, k
+    ref = pysot_ref.ref["frames"]
+    tracker.init(pysot_ref.frames[0], pysot_ref.init_box.tolist())
+    np.testing.assert_array_equal(tracker.batched.state.channel_average[0], ref[0]["channel_average"])
+    np.testing.assert_allclose(tracker.center_pos, ref[0]["center_pos"])
+    np.testing.assert_allclose(tracker.size, ref[0]["size"])
+    for t in range(1, len(pysot_ref.frames)):
+        out = tracker.track(pysot_ref.frames[t])
+        _check_against_reference(ref[t], out["bbox"], out["best_score"])
+        np.testing.assert_allclose(tracker.center_pos, ref[t]["center_pos"], atol=1e-3, rtol=0)
+        np.testing.assert_allclose(tracker.size, ref[t]["size"], atol=1e-3, rtol=0)
 
 
 def test_track_before_init_and_bad_boxes_raise():

@@ -1,4 +1,6 @@
-"""Batched multi-target tracking gives what N independent single-target trackers give."""
+"""Batched multi-target tracking gives what N independent single-target trackers give, and
+PySOT's single-target run for a target tracked among others (``pysot_ref``: PySOT's runs with
+weights; the tiny SiamRPN in the repository, the full-size one in CI's ``../shared``)."""
 
 from __future__ import annotations
 
@@ -11,8 +13,9 @@ from trackers.siamrpn.tracker import BatchedSiamRPNTracker, SiamRPNTracker, Trac
 
 N_TARGETS = 20
 N_FRAMES = 3  # init frame + 2 tracked frames
-# the fixture weights at PySOT's training search size (S = 17): cheaper than 287 on a shared CPU
-FAST = dict(instance_size=255, base_size=0)
+# per reference: the full-size weights at PySOT's training search size (S = 17), cheaper than 287 on
+# a shared CPU; the tiny model at its own 191 (S = 9)
+FAST = {"siamrpn_alex_dwxcorr": dict(instance_size=255, base_size=0)}
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -43,12 +46,15 @@ def synthetic_video(seed: int, n_targets: int, n_frames: int, hw=(360, 480)):
 
 
 @pytest.fixture(scope="module")
-def model(pysot_dir):
-    from trackers.siamrpn import build_siamrpn
-    from trackers.siamrpn.checkpoint import load_pysot_checkpoint
-    m = build_siamrpn("siamrpn_alex_dwxcorr")
-    load_pysot_checkpoint(m, pysot_dir / "siamrpn_alex_dwxcorr/state_dict.pth")
-    return m.eval()
+def model(pysot_ref):
+    """Our network on the reference's PySOT weights (``.ref_name`` names the reference)."""
+    m = pysot_ref.model()
+    m.ref_name = pysot_ref.name
+    return m
+
+
+def fast_params(model, **overrides) -> TrackParams:
+    return TrackParams.from_config(model.cfg, **{**FAST.get(model.ref_name, {}), **overrides})
 
 
 def _single_runs(model, frames, boxes, params=None):
@@ -66,7 +72,7 @@ def _single_runs(model, frames, boxes, params=None):
 @pytest.mark.parametrize("seed", [0])
 def test_batched_20_targets_equal_20_single_runs(model, seed):
     frames, boxes = synthetic_video(seed, N_TARGETS, N_FRAMES)
-    params = TrackParams.from_config(model.cfg, **FAST)
+    params = fast_params(model)
     ref_boxes, ref_scores = _single_runs(model, frames, boxes, params)
     tracker = BatchedSiamRPNTracker(model, params)
     ids = tracker.add(frames[0], boxes)
@@ -80,11 +86,29 @@ def test_batched_20_targets_equal_20_single_runs(model, seed):
     assert np.abs(ref_boxes[-1][:, :2] - boxes[:, :2]).max() > 5
 
 
+def test_target_among_others_follows_pysot_run(pysot_ref, model):
+    """The reference target tracked in one batch with other targets (added before and after it,
+    chunked network passes) gets PySOT's single-target boxes and scores on every frame."""
+    frames, box = pysot_ref.frames, pysot_ref.init_box
+    h, w = frames.shape[1:3]
+    others = np.array([box + [0.3 * w, 0.2 * h, 8, -4], box - [0.2 * w, 0.1 * h, 0, 0], [5, 5, 20, 30]])
+    tracker = BatchedSiamRPNTracker(model, TrackParams.from_config(model.cfg), max_batch=2)
+    tracker.add(frames[0], others[:1], ids=[7])
+    tracker.add(frames[0], box[None], ids=[3])
+    tracker.add(frames[0], others[1:], ids=[1, 9])
+    for t in range(1, len(frames)):
+        res = tracker.track(frames[t])
+        row = res.ids.index(3)
+        ref = pysot_ref.ref["frames"][t]
+        np.testing.assert_allclose(res.bbox[row].numpy(), ref["bbox"], atol=1e-3, rtol=0)
+        assert abs(float(res.best_score[row]) - ref["best_score"]) <= 1e-5
+
+
 def test_add_remove_by_id_and_chunking(model):
     """Targets added later / removed midway keep exactly their single-target trajectories; chunked
     network passes (max_batch) change nothing."""
     frames, boxes = synthetic_video(7, 6, 4)
-    params = TrackParams.from_config(model.cfg, **FAST)
+    params = fast_params(model)
     ref_boxes, _ = _single_runs(model, frames[1:], boxes, params)      # all start on frame 1
     tracker = BatchedSiamRPNTracker(model, params, max_batch=4)
     tracker.add(frames[1], boxes[:4], ids=[10, 11, 12, 13])
@@ -105,7 +129,7 @@ def test_add_remove_by_id_and_chunking(model):
 
 def test_reinit_resets_target_to_a_fresh_start(model):
     frames, boxes = synthetic_video(11, 3, 3)
-    params = TrackParams.from_config(model.cfg, **FAST)
+    params = fast_params(model)
     tracker = BatchedSiamRPNTracker(model, params)
     tracker.add(frames[0], boxes)
     tracker.track(frames[1])
@@ -121,7 +145,7 @@ def test_dasiamrpn_flavour_uses_shifted_grid_and_centre(model):
     tracker = BatchedSiamRPNTracker(model, p)
     tracker.add(np.zeros((100, 100, 3), np.uint8), [[10, 20, 30, 40]])
     np.testing.assert_allclose(tracker.state.center[0].numpy(), [25.0, 40.0])   # x + w/2
-    assert tracker.anchors[0, 0].item() == -(21 / 2) * 8
+    assert tracker.anchors[0, 0].item() == -(p.score_size / 2) * 8
 
 
 class TwoLevelToy(torch.nn.Module):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 
 import numpy as np
@@ -68,15 +67,10 @@ def test_selected_box_is_inference_pre_smoothing_box():
 
 
 @pytest.fixture(scope="module")
-def fx(pysot_dir):
-    """Our network on PySOT's test weights and PySOT's full frames (../shared only)."""
-    from trackers.siamrpn import build_siamrpn
-    from trackers.siamrpn.checkpoint import load_pysot_checkpoint
-    d = pysot_dir / "siamrpn_alex_dwxcorr"
-    model = build_siamrpn("siamrpn_alex_dwxcorr")
-    load_pysot_checkpoint(model, d / "state_dict.pth")
-    frames = np.load(d / "frames.npz")
-    return model, frames["frames"], frames["init_box"], json.loads((d / "tracker.json").read_text())
+def fx(pysot_ref):
+    """Our network on the PySOT reference's weights (the tiny SiamRPN in the repository, the
+    full-size one in CI's ../shared) and the reference run."""
+    return pysot_ref.model(), pysot_ref
 
 
 def test_train_step_matches_pysot_run_and_does_not_mutate(pysot_run):
@@ -108,26 +102,37 @@ def test_train_step_matches_pysot_run_and_does_not_mutate(pysot_run):
 
 
 def test_gradients_reach_model_and_repeat_from_same_state(fx):
-    model, frames, init_box, _ = fx
+    """train_step on our network with PySOT's weights, the reference target and a second one:
+    gradients reach the backbone and both heads, BN statistics stay, the reference target's score
+    and committed box are PySOT's, and committing equals inference's track()."""
+    model, ref = fx
+    frames, init_box = ref.frames, ref.init_box
+    h, w = frames.shape[1:3]
+    boxes = np.stack([init_box, init_box + [0.3 * w, 0.3 * h, 10, 0]])
     tracker = BatchedSiamRPNTracker(model)
-    tracker.add(frames[0], np.stack([init_box, init_box + [200, 150, 10, 0]]))
+    tracker.add(frames[0], boxes)
     bn = model.backbone.features[1]
     stats = bn.running_mean.clone()
     model.train()                     # train_step must still use BN running statistics
-    model.zero_grad()
-    out = train_step(tracker, frames[1])
+    try:
+        model.zero_grad()
+        out = train_step(tracker, frames[1])
+    finally:
+        model.eval()
     torch.testing.assert_close(bn.running_mean, stats)
     assert out.boxes.requires_grad and out.cls_logits.requires_grad and out.ids == [0, 1]
+    assert abs(float(out.best_score[0]) - ref.ref["frames"][1]["best_score"]) <= 1e-5
     (out.boxes.sum() + out.cls_logits[..., 1].mean()).backward()
     for name in ("backbone.features.0.weight", "rpn_head.loc.head.3.weight", "rpn_head.cls.conv_kernel.0.weight"):
         g = dict(model.named_parameters())[name].grad
         assert g is not None and g.abs().sum() > 0, name
-    # committing gives the same state as inference's track() from the same start
+    # committing gives the same state as inference's track() from the same start, PySOT's for target 0
     inf = BatchedSiamRPNTracker(model)
-    inf.add(frames[0], np.stack([init_box, init_box + [200, 150, 10, 0]]))
+    inf.add(frames[0], boxes)
     res = inf.track(frames[1])
     commit(tracker, out)
     torch.testing.assert_close(tracker.state.boxes_xywh(), res.bbox, atol=1e-3, rtol=0)
+    np.testing.assert_allclose(tracker.state.boxes_xywh()[0].numpy(), ref.ref["frames"][1]["bbox"], atol=1e-3, rtol=0)
     with pytest.raises(ValueError, match="at least one"):
         tracker.remove(tracker.ids)
         train_step(tracker, frames[2])
