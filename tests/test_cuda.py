@@ -108,6 +108,6 @@ def test_training_steps_give_finite_decreasing_loss(device: str):
         res = crit(out.boxes, ids, gt, ids, IMAGE)
         res.loss.backward()
         opt.step()
-        losses.append(float(res.loss))
+        losses.append(float(res.loss.detach()))
     commit(tracker, out)
     assert all(np.isfinite(losses)) and losses[-1] < losses[0]
