@@ -228,8 +228,8 @@ def train_detector(cfg: DetectorTrainConfig, resume: str | os.PathLike | None = 
         bar.update(1)
         if step % cfg.log_every == 0 or step == cfg.steps:
             dt = time.time() - t_last
-            scalars = {k: float(v) for k, v in losses.items()} | {
-                "loss": float(total), "lr": opt.param_groups[0]["lr"], "s_per_iter": dt / n_last,
+            scalars = {k: float(v.detach()) for k, v in losses.items()} | {
+                "loss": float(total.detach()), "lr": opt.param_groups[0]["lr"], "s_per_iter": dt / n_last,
                 "rpn_assign_loss_share": stage_time["rpn"] / dt, "roi_assign_loss_share": stage_time["roi"] / dt}
             run.log_scalars(step, scalars)
             log.info("step %d loss %.4f (%s) lr %.5f %.2f s/it, assignment+loss share rpn %.0f%% roi %.0f%%", step,
