@@ -130,18 +130,24 @@ def _check_against_reference(frame_ref, bbox, score):
     assert abs(score - frame_ref["best_score"]) <= 1e-5
 
 
+def _replay_postprocessing(run, params: TrackParams, hw) -> None:
+    """Feed a PySOT run's recorded ``cls``/``loc`` (frame t at t - 1) to our post-processing from its
+    init state, with ``params`` on an ``hw`` image: every frame's box, score and state are PySOT's."""
+    ref = run.ref["frames"]
+    center = torch.tensor([ref[0]["center_pos"]], dtype=torch.float64)
+    size = torch.tensor([ref[0]["size"]], dtype=torch.float64)
+    for t in range(1, len(ref)):
+        props = propose(run.cls[t - 1], run.loc[t - 1], size, run.anchors, run.window, params)
+        center, size = update_state(center, size, props, params, hw)
+        _check_against_reference(ref[t], torch.cat([center - size / 2, size], 1)[0], float(props.best_score()[0]))
+        np.testing.assert_allclose(center[0], ref[t]["center_pos"], atol=1e-3, rtol=0)
+        np.testing.assert_allclose(size[0], ref[t]["size"], atol=1e-3, rtol=0)
+
+
 def test_postprocessing_of_stored_outputs_matches_pysot(pysot_run):
     """Feed PySOT's stored cls/loc to our post-processing: boxes, scores, states as PySOT's."""
-    ref = pysot_run.ref
-    center = torch.tensor([ref["frames"][0]["center_pos"]], dtype=torch.float64)
-    size = torch.tensor([ref["frames"][0]["size"]], dtype=torch.float64)
-    for t in range(1, 5):
-        props = propose(pysot_run.cls[t - 1], pysot_run.loc[t - 1], size, pysot_run.anchors, pysot_run.window, ALEX)
-        center, size = update_state(center, size, props, ALEX, pysot_run.frame_shape[:2])
-        bbox = torch.cat([center - size / 2, size], 1)[0]
-        _check_against_reference(ref["frames"][t], bbox, float(props.best_score()[0]))
-        np.testing.assert_allclose(center[0], ref["frames"][t]["center_pos"], atol=1e-3)
-        np.testing.assert_allclose(size[0], ref["frames"][t]["size"], atol=1e-3)
+    assert len(pysot_run.ref["frames"]) == 5
+    _replay_postprocessing(pysot_run, ALEX, pysot_run.frame_shape[:2])
 
 
 def test_tracker_on_pysot_network_outputs_matches_pysot(pysot_run):
@@ -190,16 +196,8 @@ def test_anchor_grid_and_window_equal_pysot_at_reference_size(pysot_ref):
 
 def test_postprocessing_of_reference_outputs_matches_pysot(pysot_ref):
     """PySOT's recorded cls/loc through our post-processing with the run's values: PySOT's states."""
-    p = TrackParams(**pysot_ref.track_values())
-    ref = pysot_ref.ref["frames"]
-    center = torch.tensor([ref[0]["center_pos"]], dtype=torch.float64)
-    size = torch.tensor([ref[0]["size"]], dtype=torch.float64)
-    for t in range(1, len(pysot_ref.frames)):
-        props = propose(pysot_ref.cls[t - 1], pysot_ref.loc[t - 1], size, pysot_ref.anchors, pysot_ref.window, p)
-        center, size = update_state(center, size, props, p, pysot_ref.frames.shape[1:3])
-        _check_against_reference(ref[t], torch.cat([center - size / 2, size], 1)[0], float(props.best_score()[0]))
-        np.testing.assert_allclose(center[0], ref[t]["center_pos"], atol=1e-3, rtol=0)
-        np.testing.assert_allclose(size[0], ref[t]["size"], atol=1e-3, rtol=0)
+    assert len(pysot_ref.ref["frames"]) == len(pysot_ref.frames)
+    _replay_postprocessing(pysot_ref, TrackParams(**pysot_ref.track_values()), pysot_ref.frames.shape[1:3])
 
 
 def test_full_run_with_real_model_matches_pysot(pysot_ref):
