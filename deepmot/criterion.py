@@ -366,6 +366,12 @@ class DeepMOTLoss(nn.Module):
             self.dhn.eval()
         return self
 
+    def assign(self, cost: Tensor) -> Tensor:
+        """This criterion's soft assignment (its DHN or Sinkhorn) of any ``(N, M)`` cost, with no
+        gating (e.g. an appearance distance in [0, 1]); ``(N, M)`` in the cost's dtype, empty when
+        N or M is 0."""
+        return self._assign(cost)
+
     def _assign(self, gated: Tensor) -> Tensor:
         """Soft assignment of an ``(N, M)`` gated distance -> ``(N, M)`` in D's dtype and device."""
         n, m = gated.shape

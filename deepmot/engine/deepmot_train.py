@@ -10,7 +10,8 @@ The loop (specs/deepmot.md §6.4, with the fixes of §8.5, 8.8-8.16):
 * on every other frame, ``num_repeats`` optimiser steps, **each starting from the same
   previous-frame state** (§8.12): the tracker's differentiable step for all live tracks (SiamRPN:
   batched, BatchNorm in eval mode) -> :class:`~deepmot.criterion.DeepMOTLoss` (frozen DHN) +
-  ``w_focal`` x the tracker's auxiliary loss (SiamRPN: anchor focal loss with IoU labels) ->
+  ``w_focal`` x the tracker's auxiliary loss (SiamRPN: anchor focal loss with IoU labels;
+  Tracktor: the criterion on appearance distances, through the loop's criterion) ->
   backward -> Adam over the tracker's trainable parameters (SiamRPN: early backbone convs frozen);
 * after the last repeat the tracker state moves on (PySOT's update of that repeat's outputs);
   every ``refresh_every`` frames the matched tracks are re-initialised from their matched GT;
@@ -110,6 +111,9 @@ class DeepMOTTrainer:
                                      ids_mode=cfg.ids_mode, assignment=cfg.assignment, gate=cfg.gate,
                                      gate_width=cfg.gate_width, sinkhorn_eps=cfg.sinkhorn_eps,
                                      sinkhorn_iters=cfg.sinkhorn_iters)
+        set_criterion = getattr(tracker, "set_criterion", None)   # optional: an aux loss on the same criterion
+        if set_criterion is not None:
+            set_criterion(self.criterion)
         self.evaluate_fn = evaluate_fn or self.default_evaluate
         infos = discover_sequences(data_root, cfg.train_split, detections=cfg.train_detections or None)
         self.sequences = [Sequence(i, detections=None, frame_range=cfg.train_frames) for i in infos]
@@ -257,9 +261,9 @@ class DeepMOTTrainer:
 
     def _loss(self, res: Any, focal: Tensor | None) -> Tensor:
         """``w_mota * dMOTA + w_motp * dMOTP + w_focal * aux`` (0-d; ``aux``: the tracker's own
-        loss, the anchor focal loss for SiamRPN); zero-weight terms and a tracker without an
-        auxiliary loss (None) are left out (not multiplied by 0, so a non-finite term cannot
-        leak in)."""
+        loss: the anchor focal loss for SiamRPN, the appearance branch for Tracktor); zero-weight
+        terms and a tracker without an auxiliary loss (None) are left out (not multiplied by 0,
+        so a non-finite term cannot leak in)."""
         cfg = self.cfg
         terms = [w * t for w, t in ((cfg.w_mota, res.dmota), (cfg.w_motp, res.dmotp),
                                     (cfg.w_focal, focal)) if w != 0 and t is not None]

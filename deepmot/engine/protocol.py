@@ -13,7 +13,8 @@ GT boxes, and on each frame calls :meth:`TrainTracks.step` once per repeat: a di
 step of every live track that does **not** change the track state, so every repeat starts from
 the same previous-frame state; :meth:`TrainTracks.advance` then moves the state on with the last
 repeat's output. The criterion sees ``StepOutput.boxes``; the tracker adds its own auxiliary
-loss (:meth:`TrainableTracker.aux_loss`, weighted by the config's ``w_focal``).
+loss (:meth:`TrainableTracker.aux_loss`, weighted by the config's ``w_focal``), which may use the
+loop's criterion (handed over by the optional ``set_criterion``).
 
 Inference (:mod:`deepmot.engine.inference`): a :data:`SequenceFactory` makes a fresh
 :class:`SequenceTracker` per sequence, which gets every frame's image and public detections
@@ -89,10 +90,16 @@ class TrainableTracker(Protocol):
     in the run directory); ``frozen``: names of parameters kept frozen; ``aux_name``: the log key
     of :meth:`aux_loss`.
 
-    Optional member (absent: the final report has no ``shipped`` row):
-    ``shipped_state() -> (state_dict | None, str)``: the weights the tracker ships for this
-    ``module`` as a state dict and their path, or ``(None, why not)`` when absent or not fitting
-    (:mod:`deepmot.engine.final_report` validates them as the ``shipped`` baseline).
+    Optional members:
+
+    * ``shipped_state() -> (state_dict | None, str)``: the weights the tracker ships for this
+      ``module`` as a state dict and their path, or ``(None, why not)`` when absent or not fitting
+      (:mod:`deepmot.engine.final_report` validates them as the ``shipped`` baseline; absent: the
+      final report has no ``shipped`` row);
+    * ``set_criterion(criterion)``: called once by the loop with its own
+      :class:`~deepmot.criterion.DeepMOTLoss` (built from the config: soft assignment, ``delta``,
+      ``temperature``), for an auxiliary loss that applies the same criterion to other distances
+      (Tracktor's appearance branch).
     """
 
     module: nn.Module
