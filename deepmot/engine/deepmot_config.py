@@ -58,9 +58,12 @@ class DeepMOTTrainConfig:
     ``w_motp=5``, ``w_ids=1``; the focal term is ``10 x (10 x focal)`` in v1, i.e. ``w_focal=100``
     against the dMOTA error (§8.11).
 
-    The per-frame loss is ``w_mota * dMOTA + w_motp * dMOTP + w_focal * focal`` (``w_mota=1`` in
-    the paper; ``w_ids`` weighs the soft ID switches inside dMOTA). A zero weight leaves its term
-    out of the loss altogether (the ablations); at least one weight must be positive.
+    The per-frame loss is ``w_mota * dMOTA + w_motp * dMOTP + w_focal * aux`` (``w_mota=1`` in
+    the paper; ``w_ids`` weighs the soft ID switches inside dMOTA). ``aux`` is the tracker's own
+    loss: SiamRPN's anchor focal loss; for Tracktor, DeepMOT-Tracktor's appearance branch (the
+    criterion on appearance distances; ``w_focal > 0`` adds and trains the appearance head,
+    ``w_focal=1`` is the paper's weight, 0 trains the box regression only). A zero weight leaves
+    its term out of the loss altogether (the ablations); at least one weight must be positive.
     """
 
     name: str = "deepmot_siamrpn"
@@ -97,7 +100,7 @@ class DeepMOTTrainConfig:
     gate_width: Positive = 0.05          # soft gate: sigmoid width in IoU
     sinkhorn_eps: Positive = 0.05        # sinkhorn: entropic regularisation (distance units)
     sinkhorn_iters: PositiveInt = 50
-    w_focal: NonNegative = 100.0
+    w_focal: NonNegative = 100.0         # the tracker's own loss (SiamRPN: focal; Tracktor: appearance, > 0 = on)
     focal_gamma: NonNegative = 2.0
     focal_pos_iou: Fraction = 0.6
     focal_neg_iou: Fraction = 0.3
