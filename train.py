@@ -10,7 +10,8 @@ Three modes:
 ``--tracker NAME`` (a trainable tracker of the registry, :func:`trackers.trainable_trackers`)
 fine-tunes it with the DeepMOT loss (:mod:`deepmot.engine.deepmot_train`); the SiamRPN without
 ``--pretrained`` first pre-trains the SOT on the same data; ``--tracker tracktor`` fine-tunes the
-box-regression layer of the detector given with ``--pretrained`` (default: the shipped one).
+box-regression layer of the detector given with ``--pretrained`` (default: the shipped one) and,
+with ``w_focal > 0`` (its configs' default), a new appearance head on the criterion's appearance branch.
 ``--dhn-weights`` names the frozen DHN inside the criterion (default: the shipped ones). ``--dhn``
 pre-trains the Deep Hungarian Network (:mod:`deepmot.dhn.train`). Under
 ``torchrun --nproc_per_node=K`` or ``srun`` (SLURM) both train data-parallel; SIGTERM / SIGUSR1
