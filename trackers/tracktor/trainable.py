@@ -26,10 +26,9 @@ re-identification then uses (``embedding: box_head``; ``roi_pool`` ignores it). 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
-
-from dataclasses import dataclass
 
 import numpy as np
 import torch
