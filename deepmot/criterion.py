@@ -366,14 +366,11 @@ class DeepMOTLoss(nn.Module):
             self.dhn.eval()
         return self
 
-    def assign(self, cost: Tensor) -> Tensor:
-        """This criterion's soft assignment (its DHN or Sinkhorn) of any ``(N, M)`` cost, with no
-        gating (e.g. an appearance distance in [0, 1]); ``(N, M)`` in the cost's dtype, empty when
-        N or M is 0."""
-        return self._assign(cost)
-
-    def _assign(self, gated: Tensor) -> Tensor:
-        """Soft assignment of an ``(N, M)`` gated distance -> ``(N, M)`` in D's dtype and device."""
+    def assign(self, gated: Tensor) -> Tensor:
+        """This criterion's soft assignment (its DHN or Sinkhorn) of an ``(N, M)`` cost -> ``(N, M)``
+        in the cost's dtype and device, empty when N or M is 0. It applies no gate itself: the
+        forward pass gates the box distance first; other costs (e.g. an appearance distance in
+        [0, 1]) go in as they are."""
         n, m = gated.shape
         if n == 0 or m == 0:
             return gated.new_zeros((n, m))
@@ -407,7 +404,7 @@ class DeepMOTLoss(nn.Module):
         dist = deepmot_distance(track_boxes, gt_boxes, image_size)
         iou = box_iou(track_boxes if self.gate == "soft" else track_boxes.detach(), gt_boxes)
         forbidden = forbidden_mask(iou.detach(), self.iou_threshold)
-        assign = self._assign(gated_cost(dist, iou, self.iou_threshold, self.gate, self.gate_width))
+        assign = self.assign(gated_cost(dist, iou, self.iou_threshold, self.gate, self.gate_width))
 
         known, prev_track = memory.lookup(gids)
         prev_onehot = ((tids[:, None] == prev_track[None, :]) & known[None, :]).to(dist.device)
