@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -38,6 +39,7 @@ from trackers.tracktor.model import load_tracktor_net  # noqa: E402
 from trackers.tracktor.tracker import tracktor_factory  # noqa: E402
 
 SHIPPED = Path(__file__).resolve().parents[1] / "trackers" / "detection" / "weights" / "detector_tiny_synthetic.pth"
+CHOSEN = Path(__file__).resolve().parents[1] / "configs" / "tracktor_synthetic.yaml"
 
 
 def _grid(k: int, w: int, h: int) -> torch.Tensor:
@@ -61,8 +63,9 @@ def speed(args, net) -> None:
     seq = Sequence(discover_sequences(args.data, args.split)[0])
     frames = [seq[i].image for i in range(min(args.frames, len(seq)))]
     h, w = frames[0].shape[:2]
-    base = load_config(TracktorConfig, None, ["motion=true", "patience=50", "reid_sim=0.25", "cmc_scale=0.5",
-                                              "det_thresh=0.0", "reg_thresh=0.0", "reg_nms=1.0", "det_nms=1.0"])
+    chosen = yaml.safe_load(CHOSEN.read_text())["tracktor"]
+    base = load_config(TracktorConfig, None, [f"{k}={v}" for k, v in chosen.items()]
+                       + ["det_thresh=0.0", "reg_thresh=0.0", "reg_nms=1.0", "det_nms=1.0"])
     dhn = build_dhn(None, torch.device("cpu"))
     print(f"| targets | inference frames/s (mean live tracks) | training frames/s |")
     print("|---|---|---|")

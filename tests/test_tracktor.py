@@ -81,6 +81,19 @@ def test_births_from_detections_not_covered_by_a_track():
     assert np.allclose(out[3][2], B)
 
 
+def test_cover_iou_decides_which_detections_a_track_covers():
+    # a neighbour of A overlapping its track at IoU 3/7: covered at Tracktor's det_nms 0.3, a new
+    # track with cover_iou 0.5; the detections' own NMS (det_nms) is not affected by cover_iou
+    near = [22.0, 10.0, 52.0, 90.0]
+    assert float(box_iou(torch.tensor([A]), torch.tensor([near]))) == pytest.approx(3 / 7)
+    out = _run(TracktorTracker(FakeNet(), TracktorConfig(**NOCMC)), [[A], [near]])
+    assert sorted(out[2]) == [1]
+    out = _run(TracktorTracker(FakeNet(), TracktorConfig(cover_iou=0.5, **NOCMC)), [[A], [near]])
+    assert sorted(out[2]) == [1, 2] and np.allclose(out[2][2], near)
+    out = _run(TracktorTracker(FakeNet(), TracktorConfig(cover_iou=0.5, **NOCMC)), [[A, near]])
+    assert sorted(out[1]) == [1]               # first frame: no track yet, det_nms 0.3 keeps one of the two
+
+
 def test_weak_detections_are_not_born():
     net = FakeNet(score=lambda b: 0.3 if b[0] > 100 else 0.9)
     out = _run(TracktorTracker(net, TracktorConfig(**NOCMC)), [[A, B]])

@@ -26,7 +26,8 @@ class TracktorConfig:
     ``det/det.txt`` boxes, each regressed and scored by the detector's RoI head: Tracktor's
     public-detection mode) or ``private`` (the detector run on the whole frame). Detections scoring
     above ``det_thresh`` are kept, suppressed among themselves at ``det_nms`` and dropped where they
-    overlap a live track at IoU > ``det_nms``; the rest re-identify inactive tracks or start new ones.
+    overlap a live track at IoU > ``cover_iou`` (``null``: ``det_nms``, as Tracktor); the rest
+    re-identify inactive tracks or start new ones.
 
     Tracks: every live box is regressed by the RoI head on the new frame; a track whose person score
     is not above ``reg_thresh`` goes inactive, and of two live tracks overlapping at IoU > ``reg_nms``
@@ -50,6 +51,7 @@ class TracktorConfig:
     det_thresh: Fraction = 0.5
     reg_thresh: Fraction = 0.5
     det_nms: Fraction = 0.3
+    cover_iou: Fraction | None = None
     reg_nms: Fraction = 0.6
     reid: bool = True
     embedding: Literal["box_head", "roi_pool"] = "box_head"

@@ -9,7 +9,7 @@ Per frame (:meth:`TracktorTracker.step`), for all tracks at once (Bergmann et al
    weaker one (greedy NMS);
 3. detections: public ``det.txt`` boxes refined by the same RoI head, or the detector's own
    (``detections: private``), above ``det_thresh``, NMS'ed, and dropped where a live track covers
-   them (IoU > ``det_nms``);
+   them (IoU > ``cover_iou``, by default ``det_nms``);
 4. re-identification: remaining detections re-activate inactive tracks whose box they overlap
    (IoU >= ``reid_iou``) and whose mean appearance is close (``0.5 * (1 - cos) <= reid_sim``),
    one to one (Hungarian); the others start new tracks;
@@ -169,7 +169,8 @@ class TracktorTracker:
 
         boxes, scores = self._detections(ff, det_boxes)
         if len(boxes) and len(self.active):
-            covered = (box_iou(self.active.pos, boxes) > cfg.det_nms).any(0)
+            cover = cfg.det_nms if cfg.cover_iou is None else cfg.cover_iou
+            covered = (box_iou(self.active.pos, boxes) > cover).any(0)
             boxes, scores = boxes[~covered], scores[~covered]
         feats = None
         if len(boxes):
