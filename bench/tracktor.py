@@ -64,7 +64,7 @@ def speed(args, net) -> None:
     frames = [seq[i].image for i in range(min(args.frames, len(seq)))]
     h, w = frames[0].shape[:2]
     chosen = yaml.safe_load(CHOSEN.read_text())["tracktor"]
-    base = load_config(TracktorConfig, None, [f"{k}={v}" for k, v in chosen.items()]
+    base = load_config(TracktorConfig, None, [f"{k}={'null' if v is None else v}" for k, v in chosen.items()]
                        + ["det_thresh=0.0", "reg_thresh=0.0", "reg_nms=1.0", "det_nms=1.0"])
     dhn = build_dhn(None, torch.device("cpu"))
     print(f"| targets | inference frames/s (mean live tracks) | training frames/s |")
