@@ -26,7 +26,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -34,6 +33,7 @@ from deepmot.config import load_config  # noqa: E402
 from deepmot.datasets import Sequence  # noqa: E402
 from deepmot.datasets.mot import discover_sequences  # noqa: E402
 from deepmot.engine.inference import evaluate_tracker  # noqa: E402
+from trackers.multi_config import InferenceFileConfig  # noqa: E402
 from trackers.tracktor.config import TracktorConfig  # noqa: E402
 from trackers.tracktor.model import load_tracktor_net  # noqa: E402
 from trackers.tracktor.tracker import tracktor_factory  # noqa: E402
@@ -63,9 +63,8 @@ def speed(args, net) -> None:
     seq = Sequence(discover_sequences(args.data, args.split)[0])
     frames = [seq[i].image for i in range(min(args.frames, len(seq)))]
     h, w = frames[0].shape[:2]
-    chosen = yaml.safe_load(CHOSEN.read_text())["tracktor"]
-    base = load_config(TracktorConfig, None, [f"{k}={'null' if v is None else v}" for k, v in chosen.items()]
-                       + ["det_thresh=0.0", "reg_thresh=0.0", "reg_nms=1.0", "det_nms=1.0"])
+    base = load_config(InferenceFileConfig, CHOSEN, ["tracktor.det_thresh=0.0", "tracktor.reg_thresh=0.0",
+                                                     "tracktor.reg_nms=1.0", "tracktor.det_nms=1.0"]).tracktor
     dhn = build_dhn(None, torch.device("cpu"))
     print(f"| targets | inference frames/s (mean live tracks) | training frames/s |")
     print("|---|---|---|")
