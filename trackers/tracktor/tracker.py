@@ -30,6 +30,7 @@ from torchvision.ops import nms
 
 from deepmot.boxes import box_iou
 from deepmot.engine.protocol import SequenceFactory
+from trackers.tracktor.appearance import appearance_distance
 from trackers.tracktor.cmc import ecc_warp, warp_boxes
 from trackers.tracktor.config import TracktorConfig
 from trackers.tracktor.model import FrameFeatures, TracktorNet
@@ -103,8 +104,7 @@ class TracktorTracker:
             return used
         from scipy.optimize import linear_sum_assignment
 
-        mean = torch.nn.functional.normalize(self.inactive.mean_features(), dim=-1, eps=1e-8)
-        dist = 0.5 * (1.0 - mean @ feats.T)
+        dist = appearance_distance(self.inactive.mean_features(), feats)
         dist = torch.where(box_iou(self.inactive.pos, boxes) >= self.cfg.reid_iou, dist, torch.full_like(dist, _FAR))
         d = dist.detach().cpu().double().numpy()
         r, c = linear_sum_assignment(d)
